@@ -1,0 +1,187 @@
+/**
+ * The HTTP surface: routes and the one error mapper. No I/O at import; everything the routes use
+ * is passed in, so tests build the app against fakes and drive it with `app.handle()`.
+ */
+import { Elysia } from 'elysia'
+import type { Logger } from 'pino'
+import { readBodyText } from './body.ts'
+import { clientAddress } from './client-address.ts'
+import { NOTIFY_PATH, type Config } from './config.ts'
+import { AppError, badRequest, forbidden, methodNotAllowed, notJson, unrecognized } from './errors.ts'
+import { NotifyBodySchema, NotifyResponseSchema, type Notification } from './gateway/schema.ts'
+import type { Metrics } from './metrics.ts'
+import { normalizeReport, parseReportBody, REPORT_BODY_LIMIT, ReportBodySchema, type Report } from './report/parse.ts'
+import type { TokenStore } from './store/types.ts'
+
+/** The reference push gateway (Sygnal) caps notify bodies at 512 KiB. */
+export const NOTIFY_BODY_LIMIT = 512 * 1024
+export const REPORT_PATH = '/api/client/push_token_report'
+export const REMOVAL_PATH = '/api/client/account_removal_report'
+
+export interface AppDeps {
+  config: Config
+  store: TokenStore
+  log: Logger
+  metrics: Metrics
+  notify: (n: Notification, log: Logger) => Promise<{ rejected: string[] }>
+  reports: {
+    report(r: Report, client: string | undefined, log: Logger): Promise<void>
+    remove(r: Report, client: string | undefined, log: Logger): Promise<void>
+  }
+  /** True once shutdown has begun: /ready turns 503 so a balancer stops sending. */
+  draining: () => boolean
+  /** Serve /metrics on this app (false when METRICS_ADDRESS gives it a listener of its own). */
+  serveMetrics: boolean
+}
+
+const isMatrixPath = (path: string) => path.startsWith('/_matrix/')
+
+function errorBody(path: string, error: AppError) {
+  return isMatrixPath(path) || error.errcode === 'M_UNRECOGNIZED'
+    ? { errcode: error.errcode, error: error.message }
+    : { error: error.message }
+}
+
+/** "notification.devices: Expected array", from Elysia's validation error. */
+function validationMessage(error: unknown): string {
+  const e = error as { valueError?: { path?: string; message?: string } }
+  const path = (e.valueError?.path ?? '').replace(/^\//, '').replaceAll('/', '.')
+  const raw = e.valueError?.message ?? 'invalid value'
+  const message = raw === 'Expected union value' ? 'has the wrong type' : raw
+  return path ? `${path}: ${message}` : message
+}
+
+const requests = new WeakMap<Request, { id: string; started: number }>()
+
+export function createApp(deps: AppDeps) {
+  const { log } = deps
+  const reqLog = (request: Request) => log.child({ req_id: requests.get(request)?.id })
+
+  const reportHooks = {
+    parse: async ({ request }: { request: Request }) =>
+      parseReportBody(request.headers.get('content-type'), await readBodyText(request, REPORT_BODY_LIMIT)),
+    body: ReportBodySchema,
+  }
+
+  const app = new Elysia({ name: 'matrix2acrobits' })
+    .onRequest(({ request, set }) => {
+      const id = Bun.randomUUIDv7()
+      requests.set(request, { id, started: performance.now() })
+      set.headers['x-request-id'] = id
+    })
+    .onAfterResponse(({ request, route, set }) => {
+      const meta = requests.get(request)
+      log.info(
+        {
+          req_id: meta?.id,
+          method: request.method,
+          route: route || new URL(request.url).pathname,
+          status: typeof set.status === 'number' ? set.status : 200,
+          duration_ms: meta ? Math.round((performance.now() - meta.started) * 100) / 100 : undefined,
+        },
+        'request',
+      )
+    })
+    .onError(({ code, error, path, request, set }) => {
+      // Elysia wraps what a parse hook throws in a ParseError; the cause is the real answer.
+      const cause = code === 'PARSE' ? (error as Error).cause : undefined
+      let appError: AppError
+      if (error instanceof AppError) appError = error
+      else if (cause instanceof AppError) appError = cause
+      else if (code === 'PARSE') appError = notJson()
+      else if (code === 'VALIDATION') appError = badRequest(validationMessage(error))
+      else if (code === 'NOT_FOUND') appError = unrecognized()
+      else {
+        reqLog(request).error({ err: (error as Error)?.message, code }, 'unexpected error')
+        appError = new AppError('M_UNKNOWN', 500, 'Internal error')
+      }
+      if (appError.status < 500 && appError.status !== 404) {
+        reqLog(request).info({ status: appError.status, errcode: appError.errcode, error: appError.message, path }, 'request refused')
+      }
+      set.status = appError.status
+      if (appError.retryAfter !== undefined) set.headers['retry-after'] = String(appError.retryAfter)
+      return Response.json(errorBody(path, appError), {
+        status: appError.status,
+        headers: set.headers as Record<string, string>,
+      })
+    })
+
+    .post(
+      REPORT_PATH,
+      ({ body, request, server }) =>
+        deps.reports
+          .report(normalizeReport(body), peerOf(request, server), reqLog(request))
+          .then(() => ({})),
+      reportHooks,
+    )
+    .post(
+      REMOVAL_PATH,
+      ({ body, request, server }) =>
+        deps.reports
+          .remove(normalizeReport(body), peerOf(request, server), reqLog(request))
+          .then(() => ({})),
+      reportHooks,
+    )
+    .post(
+      NOTIFY_PATH,
+      ({ body, request, server }) => {
+        const allowed = deps.config.notifyAllowedIps
+        if (allowed) {
+          const peer = peerOf(request, server)
+          if (peer === undefined || !allowed.has(peer)) throw forbidden('This address may not call the push gateway (NOTIFY_ALLOWED_IPS)')
+        }
+        return deps.notify(body.notification, reqLog(request))
+      },
+      {
+        parse: async ({ request }) => {
+          const text = await readBodyText(request, NOTIFY_BODY_LIMIT)
+          try {
+            return JSON.parse(text)
+          } catch {
+            throw notJson()
+          }
+        },
+        body: NotifyBodySchema,
+        response: { 200: NotifyResponseSchema },
+      },
+    )
+    .get('/health', () => ({ status: 'ok' }))
+    .get('/ready', ({ set }) => {
+      if (deps.draining()) {
+        set.status = 503
+        return { status: 'draining' }
+      }
+      try {
+        deps.store.probeWritable()
+      } catch (e) {
+        set.status = 503
+        return { status: 'database unavailable', error: (e as Error).message }
+      }
+      return { status: 'ready' }
+    })
+
+  if (deps.serveMetrics) app.get('/metrics', () => metricsResponse(deps))
+
+  for (const path of [REPORT_PATH, REMOVAL_PATH, NOTIFY_PATH, '/health', '/ready', ...(deps.serveMetrics ? ['/metrics'] : [])]) {
+    app.all(path, () => {
+      throw methodNotAllowed()
+    })
+  }
+
+  function peerOf(request: Request, server: { requestIP(r: Request): { address: string } | null } | null) {
+    return clientAddress(server?.requestIP(request)?.address, request.headers.get('x-forwarded-for'), deps.config.trustProxy)
+  }
+
+  return app
+}
+
+export async function metricsResponse(deps: Pick<AppDeps, 'metrics' | 'store'>): Promise<Response> {
+  try {
+    deps.metrics.storedTokens.set(deps.store.countRegistrations())
+  } catch {
+    // A database fault must not hide the other metrics.
+  }
+  return new Response(await deps.metrics.registry.metrics(), {
+    headers: { 'content-type': deps.metrics.registry.contentType },
+  })
+}

@@ -1,0 +1,92 @@
+/**
+ * Builds the running service from a Config: store, clients, workers, app. main.ts uses it with the
+ * real world; tests pass fakes for fetch, the clock, timings and the log stream.
+ */
+import type { DestinationStream } from 'pino'
+import { createApp } from './app.ts'
+import type { Config } from './config.ts'
+import { createDedupe } from './gateway/dedupe.ts'
+import { createNotifyHandler } from './gateway/notify.ts'
+import { createLogger } from './log.ts'
+import { createPasswordVerifier } from './matrix/auth.ts'
+import { createMatrixClient, type FetchFn } from './matrix/client.ts'
+import { createMetrics } from './metrics.ts'
+import { createPnmClient } from './pnm/client.ts'
+import { createPusherWorker } from './pusher/worker.ts'
+import { createReportService } from './report/service.ts'
+import { openSqliteStore } from './store/sqlite.ts'
+import type { TokenStore } from './store/types.ts'
+
+export interface ComposeOptions {
+  fetch?: FetchFn
+  now?: () => number
+  logDestination?: DestinationStream
+  store?: TokenStore
+  pusherRetryBaseMs?: number
+  pusherRetryMaxMs?: number
+  pnmRetryDelaysMs?: readonly number[]
+  notifyDeadlineMs?: number
+  defaultMetrics?: boolean
+}
+
+export function compose(config: Config, options: ComposeOptions = {}) {
+  const now = options.now ?? Date.now
+  const log = createLogger(config, options.logDestination)
+  const metrics = createMetrics({ defaults: options.defaultMetrics })
+  const store = options.store ?? openSqliteStore(config.dbPath)
+  const matrix =
+    config.homeserverUrl === undefined
+      ? undefined
+      : createMatrixClient({ homeserverUrl: config.homeserverUrl, asToken: config.asToken, timeoutMs: config.matrixTimeoutMs, fetch: options.fetch })
+  const pnm = createPnmClient({ url: config.pnmUrl, maxInflight: config.pnmMaxInflight, fetch: options.fetch })
+  const worker = createPusherWorker({
+    store,
+    matrix,
+    config,
+    log: log.child({ component: 'pushers' }),
+    metrics,
+    now,
+    retryBaseMs: options.pusherRetryBaseMs,
+    retryMaxMs: options.pusherRetryMaxMs,
+  })
+  const verifier =
+    matrix && config.authMode === 'matrix'
+      ? createPasswordVerifier({ matrix, log, metrics, now, failuresPerMinute: config.authFailuresPerMinute })
+      : undefined
+  const reports = createReportService({ config, store, verifier, worker, log, metrics, now })
+  const notify = createNotifyHandler({
+    config,
+    store,
+    pnm,
+    dedupe: createDedupe({ now }),
+    log,
+    metrics,
+    now,
+    retryDelaysMs: options.pnmRetryDelaysMs,
+    deadlineMs: options.notifyDeadlineMs,
+  })
+  let draining = false
+  const app = createApp({
+    config,
+    store,
+    log,
+    metrics,
+    notify,
+    reports,
+    draining: () => draining,
+    serveMetrics: config.metricsAddress === undefined,
+  })
+  return {
+    app,
+    store,
+    worker,
+    matrix,
+    log,
+    metrics,
+    startDraining: () => {
+      draining = true
+    },
+  }
+}
+
+export type Service = ReturnType<typeof compose>

@@ -1,0 +1,267 @@
+/**
+ * Configuration: environment variables in, a frozen Config out, or every problem at once.
+ * Nothing is required to start; what is missing is reported by `capabilities()` and answered
+ * with 503 by the requests that need it. Empty values count as unset (`PROXY_URL=` in an env file).
+ */
+import { isAbsolute, resolve } from 'node:path'
+import { BlockList, isIP } from 'node:net'
+import { parseMappingFile, type MappingEntry } from './report/mapping.ts'
+
+export const NOTIFY_PATH = '/_matrix/push/v1/notify'
+export const DEFAULT_PNM_URL = 'https://pnm.cloudsoftphone.com/pnm2/send'
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'fatal'
+export type PusherFormat = 'event_id_only' | 'full'
+export type PnmVerb = 'NotifyTextMessage' | 'NotifyGenericTextMessage'
+export type AuthMode = 'matrix' | 'none'
+
+export interface Config {
+  readonly homeserverUrl?: string
+  readonly asToken?: string
+  readonly serverName?: string
+  readonly proxyUrl?: string
+  /** `PROXY_URL` + NOTIFY_PATH: the `data.url` of every pusher. */
+  readonly pushGatewayUrl?: string
+  readonly host: string
+  readonly port: number
+  readonly dbPath: string
+  readonly pnmUrl: string
+  readonly pnmTimeoutMs: number
+  readonly pnmMaxInflight: number
+  readonly matrixTimeoutMs: number
+  readonly pusherFormat: PusherFormat
+  readonly pnmVerb: PnmVerb
+  readonly fallbackText: string
+  readonly authMode: AuthMode
+  readonly authFailuresPerMinute: number
+  readonly mappingFile?: string
+  readonly mapping: readonly MappingEntry[]
+  readonly logLevel: LogLevel
+  readonly logFormat: 'json' | 'pretty'
+  /** Addresses of reverse proxies whose `X-Forwarded-For` is believed. */
+  readonly trustProxy?: AddressSet
+  /** When set, only these addresses may call the push gateway. */
+  readonly notifyAllowedIps?: AddressSet
+  readonly metricsAddress?: { readonly host: string; readonly port: number }
+}
+
+export type ConfigResult = { ok: true; config: Config } | { ok: false; errors: string[] }
+
+/** Every variable this service reads, with its default, for `--help` and the README. */
+export const ENV_DOC: ReadonlyArray<readonly [string, string]> = [
+  ['MATRIX_HOMESERVER_URL', 'homeserver base URL for the client-server API (unset: no login, no pushers)'],
+  ['MATRIX_AS_TOKEN', 'application service as_token; SUPER_ADMIN_TOKEN is accepted as an alias'],
+  ['MATRIX_SERVER_NAME', "server name for user IDs (default: the homeserver URL's hostname)"],
+  ['PROXY_URL', 'public base URL of this proxy; unset: pusher registration is skipped'],
+  ['PROXY_HOST', 'listen address (default 0.0.0.0)'],
+  ['PROXY_PORT', 'listen port (default 8080)'],
+  ['PUSH_TOKEN_DB_PATH', 'SQLite file (default $STATE_DIRECTORY/push_tokens.db, else data/push_tokens.db)'],
+  ['PNM_URL', `Acrobits PNM endpoint (default ${DEFAULT_PNM_URL})`],
+  ['PNM_TIMEOUT_MS', 'timeout of one PNM request (default 10000)'],
+  ['PNM_MAX_INFLIGHT', 'PNM requests in flight at most; past it notify answers 503 (default 256)'],
+  ['MATRIX_TIMEOUT_MS', 'timeout of one homeserver request (default 10000)'],
+  ['PUSHER_FORMAT', 'event_id_only (default) or full'],
+  ['PNM_VERB', 'NotifyTextMessage (default) or NotifyGenericTextMessage'],
+  ['NOTIFY_FALLBACK_TEXT', 'Message of the generic verb when the text is unknown (default "New message")'],
+  ['AUTH_MODE', 'matrix (default: password login on the homeserver) or none'],
+  ['AUTH_FAILURES_PER_MINUTE', 'failed logins allowed per username and per client address (default 5)'],
+  ['MAPPING_FILE', 'optional JSON mapping of usernames, numbers and selectors to Matrix IDs'],
+  ['TRUST_PROXY', 'addresses/CIDRs of reverse proxies whose X-Forwarded-For is believed'],
+  ['NOTIFY_ALLOWED_IPS', 'addresses/CIDRs allowed to call the push gateway (default: any)'],
+  ['METRICS_ADDRESS', 'host:port for /metrics on a separate listener (default: on the main port)'],
+  ['LOGLEVEL', 'DEBUG, INFO (default), WARNING, ERROR or CRITICAL'],
+  ['LOG_FORMAT', 'json (default) or pretty'],
+]
+
+const LOG_LEVELS: Record<string, LogLevel> = {
+  DEBUG: 'debug',
+  INFO: 'info',
+  WARN: 'warn',
+  WARNING: 'warn',
+  ERROR: 'error',
+  CRITICAL: 'fatal',
+}
+
+export class AddressSet {
+  private readonly list = new BlockList()
+  constructor(readonly entries: readonly string[]) {
+    for (const entry of entries) {
+      const [address = '', bits] = entry.split('/')
+      const family = isIP(address) === 6 ? 'ipv6' : 'ipv4'
+      if (bits === undefined) this.list.addAddress(address, family)
+      else this.list.addSubnet(address, Number(bits), family)
+    }
+  }
+  has(address: string): boolean {
+    const family = isIP(address)
+    if (family === 0) return false
+    return this.list.check(address, family === 6 ? 'ipv6' : 'ipv4')
+  }
+}
+
+function parseAddressList(raw: string): string | string[] {
+  const entries = raw.split(/[\s,]+/).filter(Boolean)
+  for (const entry of entries) {
+    const [address = '', bits, extra] = entry.split('/')
+    const family = isIP(address)
+    const max = family === 6 ? 128 : 32
+    if (family === 0 || extra !== undefined) return `"${entry}" is not an IP address or CIDR`
+    if (bits !== undefined && !(/^\d+$/.test(bits) && Number(bits) <= max)) {
+      return `"${entry}" has an invalid prefix length`
+    }
+  }
+  return entries
+}
+
+function parseHttpUrl(raw: string): string | undefined {
+  try {
+    const url = new URL(raw)
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined
+    return url.toString()
+  } catch {
+    return undefined
+  }
+}
+
+const stripTrailingSlashes = (s: string) => s.replace(/\/+$/, '')
+
+export interface ConfigIo {
+  readFile: (path: string) => string
+  cwd: string
+}
+
+export function loadConfig(
+  env: Record<string, string | undefined>,
+  io: ConfigIo = { readFile: (p) => require('node:fs').readFileSync(p, 'utf8'), cwd: process.cwd() },
+): ConfigResult {
+  const errors: string[] = []
+  const get = (name: string): string | undefined => {
+    const value = env[name]?.trim()
+    return value ? value : undefined
+  }
+  const url = (name: string): string | undefined => {
+    const raw = get(name)
+    if (raw === undefined) return undefined
+    const parsed = parseHttpUrl(raw)
+    if (parsed === undefined) errors.push(`${name}: "${raw}" is not an http(s) URL`)
+    return parsed
+  }
+  const int = (name: string, fallback: number, min: number, max: number): number => {
+    const raw = get(name)
+    if (raw === undefined) return fallback
+    if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) {
+      errors.push(`${name}: "${raw}" is not a whole number from ${min} to ${max}`)
+      return fallback
+    }
+    return Number(raw)
+  }
+  const oneOf = <T extends string>(name: string, allowed: readonly T[], fallback: T): T => {
+    const raw = get(name)
+    if (raw === undefined) return fallback
+    const found = allowed.find((a) => a.toLowerCase() === raw.toLowerCase())
+    if (found === undefined) errors.push(`${name}: "${raw}" is not one of ${allowed.join(', ')}`)
+    return found ?? fallback
+  }
+  const addresses = (name: string): AddressSet | undefined => {
+    const raw = get(name)
+    if (raw === undefined) return undefined
+    const parsed = parseAddressList(raw)
+    if (typeof parsed === 'string') {
+      errors.push(`${name}: ${parsed}`)
+      return undefined
+    }
+    return new AddressSet(parsed)
+  }
+
+  const homeserver = url('MATRIX_HOMESERVER_URL')
+  const homeserverUrl = homeserver && stripTrailingSlashes(homeserver)
+  const proxy = url('PROXY_URL')
+  // An operator may paste the full gateway URL; the path is added exactly once either way.
+  const proxyUrl = proxy && stripTrailingSlashes(stripTrailingSlashes(proxy).replace(/\/_matrix\/push\/v1\/notify$/, ''))
+  const pnmUrl = url('PNM_URL') ?? DEFAULT_PNM_URL
+
+  const serverName = get('MATRIX_SERVER_NAME') ?? (homeserverUrl ? new URL(homeserverUrl).hostname : undefined)
+  if (serverName !== undefined && /[\s/@]/.test(serverName)) {
+    errors.push(`MATRIX_SERVER_NAME: "${serverName}" is not a server name`)
+  }
+
+  const rawLevel = get('LOGLEVEL')
+  const logLevel = rawLevel === undefined ? 'info' : LOG_LEVELS[rawLevel.toUpperCase()]
+  if (logLevel === undefined) errors.push(`LOGLEVEL: "${rawLevel}" is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL`)
+
+  const stateDir = get('STATE_DIRECTORY')?.split(':')[0]
+  const rawDbPath = get('PUSH_TOKEN_DB_PATH') ?? (stateDir ? `${stateDir}/push_tokens.db` : 'data/push_tokens.db')
+  const dbPath = isAbsolute(rawDbPath) ? rawDbPath : resolve(io.cwd, rawDbPath)
+
+  const mappingFile = get('MAPPING_FILE')
+  let mapping: MappingEntry[] = []
+  if (mappingFile !== undefined) {
+    let text: string | undefined
+    try {
+      text = io.readFile(isAbsolute(mappingFile) ? mappingFile : resolve(io.cwd, mappingFile))
+    } catch (e) {
+      errors.push(`MAPPING_FILE: cannot read "${mappingFile}": ${(e as Error).message}`)
+    }
+    if (text !== undefined) {
+      const parsed = parseMappingFile(text)
+      if (parsed.ok) mapping = parsed.entries
+      else errors.push(`MAPPING_FILE: "${mappingFile}": ${parsed.error}`)
+    }
+  }
+
+  let metricsAddress: Config['metricsAddress']
+  const rawMetrics = get('METRICS_ADDRESS')
+  if (rawMetrics !== undefined) {
+    const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(rawMetrics)
+    const port = Number(match?.[3])
+    if (!match || port > 65535) errors.push(`METRICS_ADDRESS: "${rawMetrics}" is not host:port`)
+    else metricsAddress = { host: match[1] ?? (match[2] || '127.0.0.1'), port }
+  }
+
+  const config: Config = {
+    homeserverUrl,
+    asToken: get('MATRIX_AS_TOKEN') ?? get('SUPER_ADMIN_TOKEN'),
+    serverName,
+    proxyUrl,
+    pushGatewayUrl: proxyUrl && proxyUrl + NOTIFY_PATH,
+    host: get('PROXY_HOST') ?? '0.0.0.0',
+    port: int('PROXY_PORT', 8080, 0, 65535),
+    dbPath,
+    pnmUrl,
+    pnmTimeoutMs: int('PNM_TIMEOUT_MS', 10_000, 1, 600_000),
+    pnmMaxInflight: int('PNM_MAX_INFLIGHT', 256, 1, 100_000),
+    matrixTimeoutMs: int('MATRIX_TIMEOUT_MS', 10_000, 1, 600_000),
+    pusherFormat: oneOf('PUSHER_FORMAT', ['event_id_only', 'full'] as const, 'event_id_only'),
+    pnmVerb: oneOf('PNM_VERB', ['NotifyTextMessage', 'NotifyGenericTextMessage'] as const, 'NotifyTextMessage'),
+    fallbackText: get('NOTIFY_FALLBACK_TEXT') ?? 'New message',
+    authMode: oneOf('AUTH_MODE', ['matrix', 'none'] as const, 'matrix'),
+    authFailuresPerMinute: int('AUTH_FAILURES_PER_MINUTE', 5, 1, 1_000_000),
+    mappingFile,
+    mapping,
+    logLevel: logLevel ?? 'info',
+    logFormat: oneOf('LOG_FORMAT', ['json', 'pretty'] as const, 'json'),
+    trustProxy: addresses('TRUST_PROXY'),
+    notifyAllowedIps: addresses('NOTIFY_ALLOWED_IPS'),
+    metricsAddress,
+  }
+  return errors.length > 0 ? { ok: false, errors } : { ok: true, config: Object.freeze(config) }
+}
+
+/** What the configuration allows, and the variable to set for what it does not. */
+export function missingFor(config: Config) {
+  return {
+    /** Password checks need the homeserver. */
+    login: config.homeserverUrl === undefined ? 'MATRIX_HOMESERVER_URL' : undefined,
+    /** Pusher calls need the homeserver and the appservice token; undefined when PROXY_URL is unset. */
+    pushers:
+      config.pushGatewayUrl === undefined
+        ? undefined
+        : config.homeserverUrl === undefined
+          ? 'MATRIX_HOMESERVER_URL'
+          : config.asToken === undefined
+            ? 'MATRIX_AS_TOKEN'
+            : undefined,
+    /** Deriving user IDs from usernames needs a server name. */
+    serverName: config.serverName === undefined ? 'MATRIX_SERVER_NAME' : undefined,
+  }
+}

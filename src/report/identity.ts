@@ -1,0 +1,40 @@
+/**
+ * Who an Acrobits account is on Matrix when the homeserver is not asked (AUTH_MODE=none).
+ * Pure: the mapping and the server name are passed in.
+ */
+import { badRequest, notConfigured, type AppError } from '../errors.ts'
+import type { MappingEntry } from './mapping.ts'
+
+// Historical user ID grammar: printable ASCII without ':' and with no spaces.
+const LOCALPART = /^[!-9;-~]+$/
+const MATRIX_ID = /^@[!-9;-~]+:[A-Za-z0-9.\-[\]:]+$/
+
+export const isMatrixId = (s: string) => MATRIX_ID.test(s)
+
+export function resolveMatrixUser(
+  input: { username?: string; selector: string },
+  mapping: readonly MappingEntry[],
+  serverName: string | undefined,
+): { ok: true; userId: string } | { ok: false; error: AppError } {
+  const { username, selector } = input
+  if (username !== undefined && isMatrixId(username)) return { ok: true, userId: username }
+  if (username !== undefined) {
+    const lower = username.toLowerCase()
+    const entry =
+      mapping.find((e) => e.usernames.has(lower)) ?? mapping.find((e) => e.numbers.has(username))
+    if (entry) return { ok: true, userId: entry.matrixId }
+  }
+  const bySelector = mapping.find((e) => e.selectors.has(selector))
+  if (bySelector) return { ok: true, userId: bySelector.matrixId }
+  if (username === undefined) {
+    return { ok: false, error: badRequest('username is missing and no MAPPING_FILE entry matches the selector') }
+  }
+  const localpart = (username.split('@')[0] ?? '').toLowerCase()
+  if (!LOCALPART.test(localpart)) {
+    return { ok: false, error: badRequest(`username "${username}" cannot be turned into a Matrix user ID`) }
+  }
+  if (serverName === undefined) {
+    return { ok: false, error: notConfigured('MATRIX_SERVER_NAME', 'Deriving a Matrix user ID from the username') }
+  }
+  return { ok: true, userId: `@${localpart}:${serverName}` }
+}

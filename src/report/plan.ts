@@ -1,0 +1,26 @@
+/**
+ * Which pusher calls a change of an account owes the homeserver. Pure.
+ * A message token that changes, moves to another user or disappears leaves a pusher behind on
+ * Synapse unless it is deleted (`kind: null`); every report with a token registers it again, which
+ * also heals a homeserver that lost it.
+ */
+import type { PusherOp, PusherPlanner, Registration } from '../store/types.ts'
+
+const pusherOf = (r: Registration | undefined) =>
+  r?.tokenMsgs !== undefined && r.appIdMsgs !== undefined
+    ? { userId: r.matrixUserId, appId: r.appIdMsgs, pushkey: r.tokenMsgs }
+    : undefined
+
+export function planPusherCalls(enabled: boolean): PusherPlanner {
+  return (previous, next) => {
+    if (!enabled) return []
+    const before = pusherOf(previous)
+    const after = pusherOf(next)
+    const ops: PusherOp[] = []
+    const same =
+      before !== undefined && after !== undefined && before.userId === after.userId && before.appId === after.appId && before.pushkey === after.pushkey
+    if (before && !same) ops.push({ action: 'delete', ...before })
+    if (after) ops.push({ action: 'set', ...after })
+    return ops
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * The token store: what the proxy keeps about each Acrobits account (keyed by selector), and the
+ * outbox of pusher calls still owed to the homeserver. Pusher calls are written in the same
+ * transaction as the report that causes them, so a crash or a homeserver outage never loses one.
+ */
+export interface Registration {
+  readonly selector: string
+  readonly username?: string
+  readonly matrixUserId: string
+  readonly tokenMsgs?: string
+  readonly appIdMsgs?: string
+  readonly tokenCalls?: string
+  readonly appIdCalls?: string
+  readonly createdAt: number
+  readonly updatedAt: number
+}
+
+export type RegistrationInput = Omit<Registration, 'createdAt' | 'updatedAt'>
+
+export interface PusherOp {
+  readonly action: 'set' | 'delete'
+  readonly userId: string
+  readonly appId: string
+  readonly pushkey: string
+}
+
+export interface PusherJob extends PusherOp {
+  readonly id: number
+  readonly selector: string
+  readonly attempts: number
+  readonly nextAttemptAt: number
+  readonly lastError?: string
+}
+
+/** Decides, from the row before and after a change, which pusher calls it owes. */
+export type PusherPlanner = (previous: Registration | undefined, next: Registration | undefined) => PusherOp[]
+
+export interface TokenStore {
+  /** Upserts the row and queues the planned pusher calls, in one transaction. */
+  saveRegistration(input: RegistrationInput, now: number, plan: PusherPlanner): { previous?: Registration; jobs: PusherJob[] }
+  /** Deletes the row and queues the planned pusher calls, in one transaction. */
+  removeRegistration(selector: string, now: number, plan: PusherPlanner): { previous?: Registration; jobs: PusherJob[] }
+  getRegistration(selector: string): Registration | undefined
+  listRegistrations(): Registration[]
+  countRegistrations(): number
+  /** The most recently updated account whose message token is this pushkey for this app. */
+  findByPushkey(appId: string, pushkey: string): Registration | undefined
+  /** Forgets a message token the PNM no longer knows; returns the rows changed. */
+  forgetPushkey(appId: string, pushkey: string, now: number): number
+  /** Accounts whose oldest pending job is due and not being worked on. */
+  dueSelectors(now: number, limit: number): string[]
+  /** Claims the oldest job of one selector if it is due and none of its jobs is leased. */
+  claimNextJob(selector: string, now: number, leaseMs: number): PusherJob | undefined
+  completeJob(id: number): void
+  rescheduleJob(id: number, nextAttemptAt: number, error: string): void
+  /** Earliest time a pending job becomes due, if any. */
+  nextJobDue(): number | undefined
+  pendingJobs(): PusherJob[]
+  /** A cheap write that tells whether the database accepts writes now. */
+  probeWritable(): void
+  close(): void
+}

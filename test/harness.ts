@@ -1,0 +1,112 @@
+/**
+ * Builds the whole service against a fake Synapse and a fake PNM, with a temporary database and
+ * every log line captured (at DEBUG), for integration tests that drive it through `app.handle`.
+ */
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import { compose, type ComposeOptions } from '../src/compose.ts'
+import { loadConfig } from '../src/config.ts'
+import { startFakePnm } from './fakes/pnm.ts'
+import { startFakeSynapse, type FakeSynapseOptions } from './fakes/synapse.ts'
+
+export const SELECTOR = '12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14'
+export const APP_ID = 'com.acrobits.softphone'
+export const TOKEN = 'APA91bG9aqWvmnxnYBZWG9hxvtkgzTXSopfiufzmc6tP3Kb-token-one'
+
+export function tempDir(prefix = 'm2a-') {
+  return mkdtempSync(join(tmpdir(), prefix))
+}
+
+export function captureLogs() {
+  const lines: string[] = []
+  const stream = new Writable({
+    write(chunk, _enc, done) {
+      lines.push(...String(chunk).split('\n').filter(Boolean))
+      done()
+    },
+  })
+  return { lines, stream, parsed: () => lines.map((l) => JSON.parse(l) as Record<string, any>) }
+}
+
+export interface HarnessOptions {
+  env?: Record<string, string | undefined>
+  synapse?: FakeSynapseOptions
+  compose?: ComposeOptions
+}
+
+export async function startHarness(options: HarnessOptions = {}) {
+  const synapse = startFakeSynapse(options.synapse)
+  const pnm = startFakePnm()
+  const dir = tempDir()
+  const logs = captureLogs()
+  const result = loadConfig({
+    MATRIX_HOMESERVER_URL: synapse.url,
+    MATRIX_AS_TOKEN: synapse.asToken,
+    MATRIX_SERVER_NAME: synapse.serverName,
+    PROXY_URL: 'https://push.example.org',
+    PNM_URL: pnm.url,
+    PUSH_TOKEN_DB_PATH: join(dir, 'tokens.db'),
+    LOGLEVEL: 'DEBUG',
+    ...options.env,
+  })
+  if (!result.ok) throw new Error(result.errors.join('\n'))
+  const service = compose(result.config, {
+    logDestination: logs.stream,
+    pusherRetryBaseMs: 50,
+    pusherRetryMaxMs: 400,
+    pnmRetryDelaysMs: [10, 20],
+    ...options.compose,
+  })
+  service.worker.start()
+
+  async function request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+    const init: RequestInit = { method, headers: { ...headers } }
+    if (body !== undefined) {
+      init.body = typeof body === 'string' ? body : JSON.stringify(body)
+      if (typeof body !== 'string') (init.headers as Record<string, string>)['content-type'] = 'application/json'
+    }
+    const response = await service.app.handle(new Request(`http://localhost${path}`, init))
+    const text = await response.text()
+    let json: any
+    try {
+      json = JSON.parse(text)
+    } catch {
+      json = undefined
+    }
+    return { status: response.status, json, text, headers: response.headers }
+  }
+
+  return {
+    ...service,
+    config: result.config,
+    synapse,
+    pnm,
+    logs,
+    dir,
+    request,
+    report: (fields: Record<string, string>) => request('POST', '/api/client/push_token_report', fields),
+    notify: (notification: Record<string, unknown>) => request('POST', '/_matrix/push/v1/notify', { notification }),
+    async close() {
+      await service.worker.stop()
+      service.store.close()
+      synapse.stop()
+      pnm.stop()
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+export type Harness = Awaited<ReturnType<typeof startHarness>>
+
+/** Polls until `check` returns a truthy value or `ms` have passed. */
+export async function eventually<T>(check: () => T | Promise<T>, ms = 3000): Promise<T> {
+  const end = Date.now() + ms
+  for (;;) {
+    const value = await check()
+    if (value) return value
+    if (Date.now() > end) throw new Error('condition not met in time')
+    await Bun.sleep(10)
+  }
+}
