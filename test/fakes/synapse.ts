@@ -155,6 +155,10 @@ export function startFakeSynapse(options: FakeSynapseOptions = {}) {
     calls: (path: string) => requests.filter((r) => r.path === path),
     pusherCalls: () => requests.filter((r) => r.path === '/_matrix/client/v3/pushers/set'),
     pushers: () => pushers,
+    /** What Synapse does with the `rejected` list of a notify answer: it deletes those pushers. */
+    applyRejections: (appId: string, rejected: string[]) => {
+      pushers = pushers.filter((p) => !(p.app_id === appId && rejected.includes(p.pushkey)))
+    },
     addUser: (localpart: string, password: string) => users.set(localpart, password),
     openSessions: () => sessions.size,
     /** Answer instead of the fake's own logic when the function returns a Response. */

@@ -1,0 +1,115 @@
+import { describe, expect, test } from 'bun:test'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { loadConfig } from '../../src/config.ts'
+import { tempDir } from '../harness.ts'
+
+const io = { readFile: (p: string) => require('node:fs').readFileSync(p, 'utf8'), cwd: '/srv/m2a' }
+const ok = (env: Record<string, string>) => {
+  const r = loadConfig(env, io)
+  if (!r.ok) throw new Error(r.errors.join('\n'))
+  return r.config
+}
+const errors = (env: Record<string, string>) => {
+  const r = loadConfig(env, io)
+  return r.ok ? [] : r.errors
+}
+
+describe('loadConfig', () => {
+  test('nothing is required; defaults', () => {
+    const c = ok({})
+    expect(c).toMatchObject({
+      host: '0.0.0.0',
+      port: 8080,
+      dbPath: '/srv/m2a/data/push_tokens.db',
+      pnmUrl: 'https://pnm.cloudsoftphone.com/pnm2/send',
+      pnmTimeoutMs: 10000,
+      pusherFormat: 'event_id_only',
+      pnmVerb: 'NotifyTextMessage',
+      fallbackText: 'New message',
+      authMode: 'matrix',
+      logLevel: 'info',
+    })
+    expect(c.homeserverUrl).toBeUndefined()
+    expect(c.pushGatewayUrl).toBeUndefined()
+  })
+
+  test('server name defaults to the homeserver hostname; URLs lose trailing slashes', () => {
+    const c = ok({ MATRIX_HOMESERVER_URL: 'https://matrix.example.org:8448/', PROXY_URL: 'https://push.example.org/' })
+    expect(c.homeserverUrl).toBe('https://matrix.example.org:8448')
+    expect(c.serverName).toBe('matrix.example.org')
+    expect(c.pushGatewayUrl).toBe('https://push.example.org/_matrix/push/v1/notify')
+  })
+
+  test('PROXY_URL with a path prefix, or already the full gateway URL, never doubles the path', () => {
+    expect(ok({ PROXY_URL: 'https://x.org/m2a//' }).pushGatewayUrl).toBe('https://x.org/m2a/_matrix/push/v1/notify')
+    expect(ok({ PROXY_URL: 'https://x.org/_matrix/push/v1/notify' }).pushGatewayUrl).toBe('https://x.org/_matrix/push/v1/notify')
+  })
+
+  test('SUPER_ADMIN_TOKEN is an alias of MATRIX_AS_TOKEN', () => {
+    expect(ok({ SUPER_ADMIN_TOKEN: 'abc' }).asToken).toBe('abc')
+    expect(ok({ SUPER_ADMIN_TOKEN: 'abc', MATRIX_AS_TOKEN: 'def' }).asToken).toBe('def')
+  })
+
+  test('LOGLEVEL in any case; CRITICAL and ERROR', () => {
+    expect(ok({ LOGLEVEL: 'debug' }).logLevel).toBe('debug')
+    expect(ok({ LOGLEVEL: 'Warning' }).logLevel).toBe('warn')
+    expect(ok({ LOGLEVEL: 'CRITICAL' }).logLevel).toBe('fatal')
+    expect(ok({ LOGLEVEL: 'error' }).logLevel).toBe('error')
+  })
+
+  test('PUSHER_FORMAT, PNM_VERB and AUTH_MODE take their documented values in any case', () => {
+    const c = ok({ PUSHER_FORMAT: 'FULL', PNM_VERB: 'notifygenerictextmessage', AUTH_MODE: 'None' })
+    expect([c.pusherFormat, c.pnmVerb, c.authMode]).toEqual(['full', 'NotifyGenericTextMessage', 'none'])
+  })
+
+  test('empty values count as unset', () => {
+    expect(ok({ PROXY_URL: '', PROXY_PORT: ' ' }).port).toBe(8080)
+  })
+
+  test('STATE_DIRECTORY (systemd) gives the default database folder', () => {
+    expect(ok({ STATE_DIRECTORY: '/var/lib/matrix2acrobits' }).dbPath).toBe('/var/lib/matrix2acrobits/push_tokens.db')
+    expect(ok({ STATE_DIRECTORY: '/var/lib/x', PUSH_TOKEN_DB_PATH: 'rel/t.db' }).dbPath).toBe('/srv/m2a/rel/t.db')
+  })
+
+  test('every invalid variable is reported at once, each naming itself', () => {
+    const list = errors({
+      PROXY_PORT: 'eighty',
+      MATRIX_HOMESERVER_URL: 'not a url',
+      PROXY_URL: 'ftp://x',
+      AUTH_MODE: 'ldap',
+      PNM_TIMEOUT_MS: '-1',
+      PUSHER_FORMAT: 'json',
+      PNM_VERB: 'Shout',
+      LOGLEVEL: 'loud',
+      MAPPING_FILE: '/nonexistent/map.json',
+      PNM_URL: '::',
+    })
+    for (const name of ['PROXY_PORT', 'MATRIX_HOMESERVER_URL', 'PROXY_URL', 'AUTH_MODE', 'PNM_TIMEOUT_MS', 'PUSHER_FORMAT', 'PNM_VERB', 'LOGLEVEL', 'MAPPING_FILE', 'PNM_URL']) {
+      expect(list.filter((e) => e.startsWith(`${name}:`))).toHaveLength(1)
+    }
+    expect(list).toHaveLength(10)
+  })
+
+  test('port out of range and zero timeout are invalid', () => {
+    expect(errors({ PROXY_PORT: '70000' })[0]).toStartWith('PROXY_PORT:')
+    expect(errors({ PNM_TIMEOUT_MS: '0' })[0]).toStartWith('PNM_TIMEOUT_MS:')
+  })
+
+  test('a mapping file that is not a valid mapping is invalid; a valid one is loaded', () => {
+    const dir = tempDir()
+    writeFileSync(join(dir, 'bad.json'), '{"matrix_id":"@a:b"}')
+    writeFileSync(join(dir, 'good.json'), '[{"matrix_id":"@a:b","number":"100"}]')
+    expect(errors({ MAPPING_FILE: join(dir, 'bad.json') })[0]).toStartWith('MAPPING_FILE:')
+    expect(ok({ MAPPING_FILE: join(dir, 'good.json') }).mapping[0]!.matrixId).toBe('@a:b')
+  })
+
+  test('address lists for TRUST_PROXY and NOTIFY_ALLOWED_IPS', () => {
+    const c = ok({ NOTIFY_ALLOWED_IPS: '10.0.0.0/8, ::1 192.168.1.5' })
+    expect(c.notifyAllowedIps!.has('10.2.3.4')).toBe(true)
+    expect(c.notifyAllowedIps!.has('::1')).toBe(true)
+    expect(c.notifyAllowedIps!.has('192.168.1.6')).toBe(false)
+    expect(errors({ TRUST_PROXY: '10.0.0.0/33' })[0]).toStartWith('TRUST_PROXY:')
+    expect(errors({ NOTIFY_ALLOWED_IPS: 'example.org' })[0]).toStartWith('NOTIFY_ALLOWED_IPS:')
+  })
+})
