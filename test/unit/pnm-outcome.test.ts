@@ -29,7 +29,7 @@ describe('classifyPnmAnswer', () => {
     [429, {}, 'transient'],
     [302, '', 'transient'],
   ])('HTTP %d %j -> %s', (status, body, kind) => {
-    expect(classifyPnmAnswer(answer(status, body)).kind).toBe(kind as string)
+    expect(classifyPnmAnswer(answer(status, body)).kind as string).toBe(kind as string)
   })
 
   test('timeouts and connection errors are transient', () => {
