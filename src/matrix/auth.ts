@@ -54,13 +54,30 @@ export function createPasswordVerifier(o: {
   now: () => number
   failuresPerMinute: number
   cacheTtlMs?: number
+  /** Longest homeserver rate-limit wait a password check sits out before answering 503. */
+  maxRateLimitWaitMs?: number
 }): PasswordVerifier {
   const ttl = o.cacheTtlMs ?? AUTH_CACHE_TTL_MS
+  const maxRateLimitWaitMs = o.maxRateLimitWaitMs ?? 10_000
   const key = randomBytes(32)
   const cache = new Map<string, { userId: string; until: number }>()
   const limiter = createFailureLimiter(o.failuresPerMinute, o.now)
   const cacheKey = (username: string, password: string) =>
     `${username}\u0000${createHmac('sha256', key).update(password).digest('base64')}`
+
+  // Synapse limits logins per source address (rc_login.address: a burst of 3, then one every ~6 s),
+  // and every phone's check comes from this proxy's address: a short wait beats a 503.
+  async function loginWaitingOutRateLimit(username: string, password: string) {
+    try {
+      return await o.matrix.login(username, password)
+    } catch (e) {
+      const wait = e instanceof MatrixError && e.isRateLimit ? e.retryAfterMs : undefined
+      if (wait === undefined || wait > maxRateLimitWaitMs) throw e
+      o.log.info({ username, retry_after_ms: wait }, 'homeserver rate-limits logins; waiting once')
+      await Bun.sleep(wait)
+      return o.matrix.login(username, password)
+    }
+  }
 
   function refuse(reason: string, error: AppError): never {
     o.metrics.authFailures.inc({ reason })
@@ -83,7 +100,7 @@ export function createPasswordVerifier(o: {
 
       let session: { userId: string; accessToken: string }
       try {
-        session = await o.matrix.login(username, password)
+        session = await loginWaitingOutRateLimit(username, password)
       } catch (e) {
         if (e instanceof MatrixError && !e.isTransient) {
           limiter.fail(userKey)

@@ -102,7 +102,11 @@ export function createReportService(deps: ReportServiceDeps) {
         kind === 'report' ? 'token report stored' : 'account removed',
       )
       if (result.jobs.length > 0) {
-        await Promise.race([deps.worker.runSelector(report.selector), Bun.sleep(deps.inlineWaitMs ?? INLINE_PUSHER_WAIT_MS)])
+        let timer: ReturnType<typeof setTimeout> | undefined
+        const waited = new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, deps.inlineWaitMs ?? INLINE_PUSHER_WAIT_MS)
+        })
+        await Promise.race([deps.worker.runSelector(report.selector), waited]).finally(() => clearTimeout(timer))
       }
     } catch (e) {
       const outcome = e instanceof AppError ? String(e.status) : 'error'

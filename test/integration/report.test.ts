@@ -233,3 +233,29 @@ describe('POST /api/client/push_token_report', () => {
     expect(h.synapse.pushers().map((p) => p.user_id)).toEqual(['@bob:example.org'])
   })
 })
+
+describe('homeserver login rate limits', () => {
+  test('a short retry_after_ms on login is waited out once', async () => {
+    h = await startHarness()
+    let limited = 1
+    h.synapse.override((r) =>
+      r.path.endsWith('/login') && limited-- > 0
+        ? Response.json({ errcode: 'M_LIMIT_EXCEEDED', error: 'Too Many Requests', retry_after_ms: 120 }, { status: 429 })
+        : undefined,
+    )
+    const res = await h.report(report())
+    expect(res.status).toBe(200)
+    expect(h.synapse.calls('/_matrix/client/v3/login')).toHaveLength(2)
+  })
+
+  test('a long one is a 503 with Retry-After, never a 401', async () => {
+    h = await startHarness()
+    h.synapse.override((r) =>
+      r.path.endsWith('/login') ? Response.json({ errcode: 'M_LIMIT_EXCEEDED', error: 'Too Many Requests', retry_after_ms: 60_000 }, { status: 429 }) : undefined,
+    )
+    const res = await h.report(report())
+    expect(res.status).toBe(503)
+    expect(res.headers.get('retry-after')).toBe('60')
+    expect(h.synapse.calls('/_matrix/client/v3/login')).toHaveLength(1)
+  })
+})
