@@ -15,6 +15,18 @@ export const SELECTOR = '12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14'
 export const APP_ID = 'com.acrobits.softphone'
 export const TOKEN = 'APA91bG9aqWvmnxnYBZWG9hxvtkgzTXSopfiufzmc6tP3Kb-token-one'
 
+/** The pushers/set body the proxy must send for a message token (FIELD-GUIDE §2). */
+export const expectedPusherBody = (pushkey: string, url = 'https://push.example.org/_matrix/push/v1/notify') => ({
+  kind: 'http',
+  app_id: APP_ID,
+  pushkey,
+  app_display_name: APP_ID,
+  device_display_name: 'Acrobits Softphone',
+  lang: 'en',
+  append: false,
+  data: { url, format: 'event_id_only' },
+})
+
 export function tempDir(prefix = 'm2a-') {
   return mkdtempSync(join(tmpdir(), prefix))
 }

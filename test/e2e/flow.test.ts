@@ -7,7 +7,7 @@ import { statSync } from 'node:fs'
 import { join } from 'node:path'
 import { startFakePnm, type FakePnm } from '../fakes/pnm.ts'
 import { startFakeSynapse, type FakeSynapse } from '../fakes/synapse.ts'
-import { APP_ID, SELECTOR, TOKEN, tempDir } from '../harness.ts'
+import { APP_ID, SELECTOR, TOKEN, expectedPusherBody, tempDir } from '../harness.ts'
 import { binaryPath, runBinary, startBinary, type RunningBinary } from './binary.ts'
 
 let synapse: FakeSynapse
@@ -99,16 +99,7 @@ describe('the executable', () => {
     expect(set).toHaveLength(1)
     expect(set[0]!.query).toEqual({ user_id: '@alice:example.org' })
     expect(set[0]!.authorization).toBe(`Bearer ${synapse.asToken}`)
-    expect(set[0]!.body).toEqual({
-      kind: 'http',
-      app_id: APP_ID,
-      pushkey: TOKEN,
-      app_display_name: APP_ID,
-      device_display_name: 'Acrobits Softphone',
-      lang: 'en',
-      append: false,
-      data: { url: 'https://push.example.org/_matrix/push/v1/notify', format: 'event_id_only' },
-    })
+    expect(set[0]!.body).toEqual(expectedPusherBody(TOKEN))
 
     const notification = {
       event_id: '$e2e-1',

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from 'bun:test'
-import { APP_ID, SELECTOR, TOKEN, eventually, startHarness, type Harness } from '../harness.ts'
+import { APP_ID, SELECTOR, TOKEN, expectedPusherBody, startHarness, type Harness } from '../harness.ts'
 
 let h: Harness
 afterEach(async () => h?.close())
@@ -16,16 +16,7 @@ describe('token report -> pusher -> notify -> PNM', () => {
     expect(calls).toHaveLength(1)
     expect(calls[0]!.query).toEqual({ user_id: '@alice:example.org' })
     expect(calls[0]!.authorization).toBe(`Bearer ${h.synapse.asToken}`)
-    expect(calls[0]!.body).toEqual({
-      kind: 'http',
-      app_id: APP_ID,
-      pushkey: TOKEN,
-      app_display_name: APP_ID,
-      device_display_name: 'Acrobits Softphone',
-      lang: 'en',
-      append: false,
-      data: { url: 'https://push.example.org/_matrix/push/v1/notify', format: 'event_id_only' },
-    })
+    expect(calls[0]!.body).toEqual(expectedPusherBody(TOKEN))
     // The password-check session is logged out again.
     expect(h.synapse.calls('/_matrix/client/v3/logout')).toHaveLength(1)
     expect(h.synapse.openSessions()).toBe(0)
