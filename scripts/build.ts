@@ -3,13 +3,17 @@
  *   bun scripts/build.ts            -> dist/matrix2acrobits for this machine
  *   bun scripts/build.ts --release  -> dist/release/matrix2acrobits-<version>-<target> for every
  *                                      release target, plus SHA256SUMS
+ *   --out-dir DIR                      build there instead of dist/ (dist/release/)
+ * Every executable this machine can run is smoke-run (`--version` must answer the package version):
+ * `bun build` has been seen to print a failure and still exit 0. The version is baked in from
+ * package.json at build time.
  * No --minify: identifier renaming breaks Elysia's handler analysis. The binary does not read
  * .env or bunfig.toml from its working directory: under systemd, configuration comes from
  * EnvironmentFile=, and a stray file in the working directory must not change behaviour.
  */
 import { createHash } from 'node:crypto'
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { basename, join } from 'node:path'
+import { basename, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import pkg from '../package.json' with { type: 'json' }
 
@@ -35,18 +39,41 @@ export function buildExecutable(outfile: string, target?: string) {
   if (result.exitCode !== 0) throw new Error(`bun build failed for ${target ?? 'this machine'} (exit ${result.exitCode})`)
 }
 
+/** Whether this machine runs executables of `target` (x64-baseline runs on any x64). */
+export function canRun(target: string | undefined): boolean {
+  if (target === undefined) return true
+  const arch = /-(x64|arm64|aarch64)(-|$)/.exec(target)?.[1]
+  return process.platform === 'linux' && !target.includes('musl') && (arch === process.arch || (arch === 'aarch64' && process.arch === 'arm64'))
+}
+
+/** Runs `<file> --version` and throws unless it answers this package's version. */
+export function smokeRun(file: string) {
+  const result = Bun.spawnSync([file, '--version'], { env: { PATH: process.env.PATH ?? '' }, stdout: 'pipe', stderr: 'pipe' })
+  const answer = result.stdout.toString().trim()
+  if (result.exitCode !== 0 || answer !== `matrix2acrobits ${pkg.version}`) {
+    throw new Error(`smoke run of ${file} failed (exit ${result.exitCode}): ${answer} ${result.stderr.toString().trim()}`)
+  }
+  return answer
+}
+
 if (import.meta.main) {
-  const { values } = parseArgs({ args: Bun.argv.slice(2), options: { release: { type: 'boolean' } } })
+  const { values } = parseArgs({ args: Bun.argv.slice(2), options: { release: { type: 'boolean' }, 'out-dir': { type: 'string' } } })
+  const outDir = values['out-dir'] ? resolve(values['out-dir']) : join(root, 'dist')
   if (!values.release) {
-    buildExecutable(join(root, 'dist/matrix2acrobits'))
+    const file = join(outDir, 'matrix2acrobits')
+    buildExecutable(file)
+    console.log(`${file}: ${smokeRun(file)}`)
   } else {
-    const dir = join(root, 'dist/release')
-    rmSync(dir, { recursive: true, force: true })
+    const dir = values['out-dir'] ? outDir : join(outDir, 'release')
+    // dist/release is ours to empty (no stale version's files in SHA256SUMS' company); a folder
+    // given with --out-dir is not.
+    if (!values['out-dir']) rmSync(dir, { recursive: true, force: true })
     mkdirSync(dir, { recursive: true })
     const sums: string[] = []
     for (const target of RELEASE_TARGETS) {
       const file = join(dir, `matrix2acrobits-${pkg.version}-${target.replace(/^bun-/, '')}`)
       buildExecutable(file, target)
+      if (canRun(target)) console.log(`${basename(file)}: ${smokeRun(file)}`)
       sums.push(`${createHash('sha256').update(readFileSync(file)).digest('hex')}  ${basename(file)}`)
     }
     writeFileSync(join(dir, 'SHA256SUMS'), sums.join('\n') + '\n')

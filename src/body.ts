@@ -9,6 +9,13 @@ const decoder = new TextDecoder('utf-8', { fatal: true })
 export async function readBodyText(request: Request, limit: number): Promise<string> {
   const declared = Number(request.headers.get('content-length'))
   if (declared > limit) throw tooLarge(limit)
+  // With a Content-Length (and no chunked encoding) the server never hands over more bytes than it
+  // declares: one read, without the ReadableStream machinery that cost a tenth of a notification.
+  if (declared > 0 && Number.isInteger(declared) && !request.headers.has('transfer-encoding')) {
+    const bytes = await request.bytes()
+    if (bytes.byteLength > limit) throw tooLarge(limit)
+    return decodeUtf8(bytes)
+  }
   const reader = request.body?.getReader()
   if (!reader) return ''
   const chunks: Uint8Array[] = []
@@ -23,8 +30,12 @@ export async function readBodyText(request: Request, limit: number): Promise<str
     }
     chunks.push(value)
   }
+  return decodeUtf8(Buffer.concat(chunks))
+}
+
+function decodeUtf8(bytes: Uint8Array): string {
   try {
-    return decoder.decode(Buffer.concat(chunks))
+    return decoder.decode(bytes)
   } catch {
     throw badRequest('Request body is not valid UTF-8')
   }

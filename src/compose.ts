@@ -27,13 +27,20 @@ export interface ComposeOptions {
   pnmRetryDelaysMs?: readonly number[]
   notifyDeadlineMs?: number
   defaultMetrics?: boolean
+  storeBusyWaitMs?: number
 }
+
+/**
+ * SQLite's busy handler blocks the whole process (bun:sqlite is synchronous), so the service
+ * waits for another process's lock only briefly there; reports wait longer between tries.
+ */
+export const SERVICE_BUSY_TIMEOUT_MS = 50
 
 export function compose(config: Config, options: ComposeOptions = {}) {
   const now = options.now ?? Date.now
   const log = createLogger(config, options.logDestination)
   const metrics = createMetrics({ defaults: options.defaultMetrics })
-  const store = options.store ?? openSqliteStore(config.dbPath)
+  const store = options.store ?? openSqliteStore(config.dbPath, { busyTimeoutMs: SERVICE_BUSY_TIMEOUT_MS })
   const matrix =
     config.homeserverUrl === undefined
       ? undefined
@@ -53,7 +60,7 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     matrix && config.authMode === 'matrix'
       ? createPasswordVerifier({ matrix, log, metrics, now, failuresPerMinute: config.authFailuresPerMinute })
       : undefined
-  const reports = createReportService({ config, store, verifier, worker, log, metrics, now })
+  const reports = createReportService({ config, store, verifier, worker, log, metrics, now, storeBusyWaitMs: options.storeBusyWaitMs })
   const notify = createNotifyHandler({
     config,
     store,

@@ -1,8 +1,15 @@
 /**
- * Composition root: argv -> config -> service -> listen; signals. Exit codes: 0 done, 1 runtime
- * failure (port taken, database unusable), 2 invalid configuration or usage.
+ * Composition root: argv -> command. `serve` (the default): config -> service -> listen; signals.
+ * The operator commands live in cli/. Exit codes, for every command: 0 done, 1 runtime failure
+ * (port taken, database unusable, a probe failed, the homeserver refused), 2 invalid
+ * configuration or usage.
  */
-import { parseArgs } from 'node:util'
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { runCheck } from './cli/check.ts'
+import { consoleIo } from './cli/common.ts'
+import { runPushersSync } from './cli/pushers.ts'
+import { runRegistration } from './cli/registration.ts'
+import { runTokensDelete, runTokensList, runTokensShow } from './cli/tokens.ts'
 import pkg from '../package.json' with { type: 'json' }
 import { compose, type Service } from './compose.ts'
 import { ENV_DOC, loadConfig, missingFor, type Config } from './config.ts'
@@ -13,18 +20,24 @@ export const VERSION: string = pkg.version
 /** A request in flight at SIGTERM gets this long to finish (Synapse's own timeout is 60 s). */
 const SHUTDOWN_GRACE_MS = 30_000
 
-const HELP = `matrix2acrobits ${VERSION}
+const helpText = () => `matrix2acrobits ${VERSION}
 Push gateway between a Matrix homeserver (Synapse) and Acrobits softphone apps.
 
-Usage: matrix2acrobits [serve] [--help] [--version]
+Usage: matrix2acrobits [command] [options]
 
 Commands:
-  serve      run the service (the default)
+${[['serve', 'run the service (the default)'], ...COMMAND_TABLE.map((c) => [[...c.words, ...c.args.map((a) => `<${a}>`)].join(' '), c.summary])]
+  .map(([name, doc]) => `  ${name!.padEnd(26)} ${doc}`)
+  .join('\n')}
 
 Options:
-  -h, --help     show this help
+  -h, --help     show this help; after a command, that command's options
   -v, --version  print the version
 
+Exit codes: 0 success, 1 failure (a probe failed, the homeserver refused, not found),
+2 invalid configuration or usage.
+
+Configuration comes from the environment only (no .env file is read).
 Environment:
 ${ENV_DOC.map(([name, doc]) => `  ${name.padEnd(26)} ${doc}`).join('\n')}
 `
@@ -89,10 +102,6 @@ export async function serve(config: Config): Promise<void> {
     log.info({ address: `${metricsServer.hostname}:${metricsServer.port}` }, 'metrics listening')
   }
   worker.start()
-  log.info(
-    { version: VERSION, address: `${app.server!.hostname}:${app.server!.port}`, port: app.server!.port, database: config.dbPath },
-    'matrix2acrobits listening',
-  )
 
   let stopping = false
   const shutdown = async (signal: string) => {
@@ -114,9 +123,131 @@ export async function serve(config: Config): Promise<void> {
   }
   process.on('SIGTERM', () => void shutdown('SIGTERM'))
   process.on('SIGINT', () => void shutdown('SIGINT'))
+  // Announced only once the handlers are in place: whoever waits for this line may signal at once.
+  log.info(
+    { version: VERSION, address: `${app.server!.hostname}:${app.server!.port}`, port: app.server!.port, database: config.dbPath },
+    'matrix2acrobits listening',
+  )
+}
+
+type Values = Record<string, string | boolean | undefined>
+
+interface Command {
+  words: readonly string[]
+  /** Names of the positional arguments after the command words. */
+  args: readonly string[]
+  options: NonNullable<ParseArgsConfig['options']>
+  /** The one line `--help` shows for it. */
+  summary: string
+  usage: string
+  run: (values: Values, args: string[], env: Record<string, string | undefined>) => Promise<number> | number
+}
+
+const str = (v: string | boolean | undefined) => (typeof v === 'string' ? v : undefined)
+
+const COMMAND_TABLE: readonly Command[] = [
+  {
+    words: ['check'],
+    summary: 'validate the configuration, then probe the database, the homeserver and the PNM host',
+    args: [],
+    options: { user: { type: 'string' } },
+    usage: `check [--user @someone:server]
+  Validates the configuration (every problem at once; exit 2), then probes the database, the
+  homeserver with MATRIX_AS_TOKEN (whoami), the users namespace for a sample user, and whether
+  the PNM host resolves (exit 1 when one fails). Exit 0 only when all is well.
+  --user   an existing user the appservice must be able to act for (default: a made-up user)`,
+    run: (v, _a, env) => runCheck(env, { user: str(v.user) }, consoleIo),
+  },
+  {
+    words: ['appservice-registration'],
+    summary: 'print a Synapse appservice registration (fresh tokens) and the matching env lines',
+    args: [],
+    options: {
+      'server-name': { type: 'string' },
+      id: { type: 'string' },
+      'sender-localpart': { type: 'string' },
+      output: { type: 'string', short: 'o' },
+    },
+    usage: `appservice-registration [--server-name NAME] [--id ID] [--sender-localpart NAME] [-o FILE]
+  Prints a Synapse appservice registration with fresh as_token and hs_token, then the matching
+  environment lines as comments. With -o, writes the registration to FILE (mode 0600, never over
+  an existing file) and prints the environment lines.
+  --server-name       default MATRIX_SERVER_NAME, else the hostname of MATRIX_HOMESERVER_URL
+  --id                registration id (default matrix2acrobits)
+  --sender-localpart  the appservice's own user (default matrix2acrobits)`,
+    run: (v, _a, env) =>
+      runRegistration(env, { serverName: str(v['server-name']), id: str(v.id), senderLocalpart: str(v['sender-localpart']), output: str(v.output) }, consoleIo),
+  },
+  {
+    words: ['tokens', 'list'],
+    summary: 'list the stored registrations, tokens shown as short hashes',
+    args: [],
+    options: { json: { type: 'boolean' } },
+    usage: `tokens list [--json]
+  The stored registrations; push tokens appear as the 12-digit hash the logs use.`,
+    run: (v, _a, env) => runTokensList(env, { json: v.json === true }, consoleIo),
+  },
+  {
+    words: ['tokens', 'show'],
+    summary: 'show one registration and its pending pusher calls',
+    args: ['selector'],
+    options: { json: { type: 'boolean' } },
+    usage: `tokens show <selector> [--json]
+  One registration and the pusher calls still queued for it (exit 1 when there is none).`,
+    run: (v, [selector], env) => runTokensShow(env, selector!, { json: v.json === true }, consoleIo),
+  },
+  {
+    words: ['tokens', 'delete'],
+    summary: 'delete a registration and its pusher on the homeserver',
+    args: ['selector'],
+    options: {},
+    usage: `tokens delete <selector>
+  Deletes the registration and its pusher on the homeserver (as the Account Removal Reporter
+  does). Exit 1 when the homeserver refused; the deletion then stays queued for the service.`,
+    run: (_v, [selector], env) => runTokensDelete(env, selector!, consoleIo),
+  },
+  {
+    words: ['pushers', 'sync'],
+    summary: "register every stored token's pusher again (after a homeserver restore)",
+    args: [],
+    options: { verbose: { type: 'boolean' } },
+    usage: `pushers sync [--verbose]
+  Registers every stored messages token's pusher on the homeserver again (after a homeserver
+  restore, or a new PROXY_URL). Exit 1 when the homeserver refused one; it stays queued.
+  --verbose  one line per account, not only the failures`,
+    run: (v, _a, env) => runPushersSync(env, { verbose: v.verbose === true }, consoleIo),
+  },
+]
+
+function usageError(message: string): never {
+  console.error(`matrix2acrobits: ${message}\nTry --help.`)
+  process.exit(2)
 }
 
 export async function main(argv: string[], env: Record<string, string | undefined>): Promise<void> {
+  const command = COMMAND_TABLE.find((c) => c.words.every((w, i) => argv[i] === w))
+  if (command) {
+    const rest = argv.slice(command.words.length)
+    let parsed
+    try {
+      parsed = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        options: { ...command.options, help: { type: 'boolean', short: 'h' } },
+      })
+    } catch (e) {
+      usageError((e as Error).message)
+    }
+    if (parsed.values.help) {
+      console.log(`Usage: matrix2acrobits ${command.usage}`)
+      return
+    }
+    if (parsed.positionals.length !== command.args.length) {
+      usageError(`${command.words.join(' ')} takes ${command.args.length ? command.args.map((a) => `<${a}>`).join(' ') : 'no arguments'}`)
+    }
+    process.exit(await command.run(parsed.values, parsed.positionals, env))
+  }
+
   let parsed
   try {
     parsed = parseArgs({
@@ -125,21 +256,21 @@ export async function main(argv: string[], env: Record<string, string | undefine
       options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' } },
     })
   } catch (e) {
-    console.error(`matrix2acrobits: ${(e as Error).message}\nTry --help.`)
-    process.exit(2)
+    usageError((e as Error).message)
   }
   if (parsed.values.version) {
     console.log(`matrix2acrobits ${VERSION}`)
     return
   }
   if (parsed.values.help) {
-    console.log(HELP)
+    console.log(helpText())
     return
   }
-  const [command = 'serve', ...rest] = parsed.positionals
-  if (command === 'serve' && rest.length === 0) return serve(configOrExit(env))
-  console.error(`matrix2acrobits: unknown command "${[command, ...rest].join(' ')}"\nTry --help.`)
-  process.exit(2)
+  const [name = 'serve', ...rest] = parsed.positionals
+  if (name === 'serve' && rest.length === 0) return serve(configOrExit(env))
+  const group = COMMAND_TABLE.filter((c) => c.words.length > 1 && c.words[0] === name)
+  if (group.length > 0) usageError(`${name} needs one of: ${group.map((c) => c.usage.split('\n')[0]!.slice(name.length + 1)).join(', ')}`)
+  usageError(`unknown command "${[name, ...rest].join(' ')}"`)
 }
 
 if (import.meta.main) await main(process.argv.slice(2), process.env)

@@ -49,7 +49,9 @@ export const NotificationSchema = t.Object(
 )
 
 export const NotifyBodySchema = t.Object({ notification: NotificationSchema }, { additionalProperties: true })
-export const NotifyResponseSchema = t.Object({ rejected: t.Array(t.String()) })
+// Closed explicitly: Elysia closes a response schema on the route's first call anyway (mutating it),
+// and the OpenAPI document must not depend on whether a notification came first.
+export const NotifyResponseSchema = t.Object({ rejected: t.Array(t.String()) }, { additionalProperties: false })
 
 export type Notification = typeof NotificationSchema.static
 export type Device = typeof DeviceSchema.static

@@ -17,6 +17,14 @@ import { planPusherCalls } from './plan.ts'
 
 /** The app waits for its answer no longer than this for the first pusher attempt. */
 export const INLINE_PUSHER_WAIT_MS = 5_000
+/**
+ * How long a report waits for a database another process has locked. It waits here, between
+ * short tries, not in SQLite's busy handler: bun:sqlite is synchronous, and a 5 s busy_timeout
+ * froze every request of the process (notifications and /health too) once per waiting report.
+ */
+export const STORE_BUSY_WAIT_MS = 5_000
+
+const isBusy = (e: unknown) => /^SQLITE_BUSY/.test(String((e as { code?: unknown } | undefined)?.code ?? ''))
 
 export interface ReportServiceDeps {
   config: Config
@@ -27,6 +35,7 @@ export interface ReportServiceDeps {
   metrics: Metrics
   now: () => number
   inlineWaitMs?: number
+  storeBusyWaitMs?: number
 }
 
 export type ReportKind = 'report' | 'removal'
@@ -61,10 +70,9 @@ export function createReportService(deps: ReportServiceDeps) {
       const userId = await resolveUser(report, clientAddress)
       if (missing.pushers !== undefined) throw notConfigured(missing.pushers, 'Registering pushers (PROXY_URL is set)')
       const now = deps.now()
-      let result
-      try {
+      const write = () => {
         if (kind === 'report') {
-          result = deps.store.saveRegistration(
+          return deps.store.saveRegistration(
             {
               selector: report.selector,
               username: report.username,
@@ -84,11 +92,23 @@ export function createReportService(deps: ReportServiceDeps) {
               ? undefined
               : { ...report, matrixUserId: userId, createdAt: now, updatedAt: now }
           const plan = planPusherCalls(pushersEnabled)
-          result = deps.store.removeRegistration(report.selector, now, (previous, next) => plan(previous ?? fromReport, next))
+          return deps.store.removeRegistration(report.selector, now, (previous, next) => plan(previous ?? fromReport, next))
         }
-      } catch (e) {
-        log.error({ selector: report.selector, err: (e as Error).message }, 'token store unavailable; report not stored')
-        throw unavailable('The token store is unavailable; try again later', 5)
+      }
+      let result: ReturnType<typeof write>
+      const giveUpAt = performance.now() + (deps.storeBusyWaitMs ?? STORE_BUSY_WAIT_MS)
+      for (let pause = 25; ; pause = Math.min(pause * 2, 400)) {
+        try {
+          result = write()
+          break
+        } catch (e) {
+          if (isBusy(e) && performance.now() + pause < giveUpAt) {
+            await Bun.sleep(pause)
+            continue
+          }
+          log.error({ selector: report.selector, err: (e as Error).message }, 'token store unavailable; report not stored')
+          throw unavailable('The token store is unavailable; try again later', 5)
+        }
       }
       deps.metrics.tokenReports.inc({ kind, outcome: 'ok' })
       log.info(

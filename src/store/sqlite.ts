@@ -3,7 +3,7 @@
  * share one file; hot statements are prepared once.
  */
 import { Database, type Statement } from 'bun:sqlite'
-import { closeSync, mkdirSync, openSync, chmodSync, existsSync } from 'node:fs'
+import { accessSync, closeSync, constants, mkdirSync, openSync, chmodSync, existsSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { migrate } from './migrations.ts'
 import type { PusherJob, PusherOp, PusherPlanner, Registration, RegistrationInput, TokenStore } from './types.ts'
@@ -66,7 +66,7 @@ function createPrivateFile(path: string) {
   chmodSync(path, 0o600)
 }
 
-export function openSqliteStore(path: string, options: { busyTimeoutMs?: number } = {}): TokenStore {
+function openConnection(path: string, options: { busyTimeoutMs?: number }): TokenStore {
   createPrivateFile(path)
   const db = new Database(path, { create: true, strict: true })
   db.run(`PRAGMA busy_timeout = ${options.busyTimeoutMs ?? 5000}`)
@@ -88,8 +88,10 @@ export function openSqliteStore(path: string, options: { busyTimeoutMs?: number 
     delete: db.prepare<null, [string]>('DELETE FROM registrations WHERE selector = ?'),
     list: db.prepare<RegistrationRow, []>('SELECT * FROM registrations ORDER BY selector'),
     count: db.prepare<{ n: number }, []>('SELECT count(*) AS n FROM registrations'),
+    // Usually one row. No ORDER BY: its sorter tripled the cost of the lookup every notification
+    // makes; findByPushkey picks the newest row itself.
     byPushkey: db.prepare<RegistrationRow, [string, string]>(
-      'SELECT * FROM registrations WHERE token_msgs = ? AND app_id_msgs = ? ORDER BY updated_at DESC LIMIT 1',
+      'SELECT * FROM registrations WHERE token_msgs = ? AND app_id_msgs = ?',
     ),
     forget: db.prepare<null, [number, string, string]>(
       'UPDATE registrations SET token_msgs = NULL, app_id_msgs = NULL, updated_at = ? WHERE token_msgs = ? AND app_id_msgs = ?',
@@ -168,7 +170,9 @@ export function openSqliteStore(path: string, options: { busyTimeoutMs?: number 
     listRegistrations: () => q.list.all().map(toRegistration),
     countRegistrations: () => q.count.get()!.n,
     findByPushkey: (appId, pushkey) => {
-      const row = q.byPushkey.get(pushkey, appId)
+      // The most recently updated; between equals the first in index order, as LIMIT 1 gave.
+      let row: RegistrationRow | undefined
+      for (const r of q.byPushkey.all(pushkey, appId)) if (row === undefined || r.updated_at > row.updated_at) row = r
       return row ? toRegistration(row) : undefined
     },
     forgetPushkey: (appId, pushkey, now) => q.forget.run(now, pushkey, appId).changes,
@@ -188,6 +192,91 @@ export function openSqliteStore(path: string, options: { busyTimeoutMs?: number 
     nextJobDue: () => orUndefined(q.nextDue.get()!.t),
     pendingJobs: () => q.pending.all().map(toJob),
     probeWritable: () => void db.run('PRAGMA user_version = ' + (db.query('PRAGMA user_version').get() as { user_version: number }).user_version),
-    close: () => db.close(),
+    // close() alone leaves the connection open while prepared statements live (sqlite3_close_v2):
+    // the WAL would stay unmerged at shutdown and a reopened connection would leak the old one.
+    close: () => db.close(true),
+  }
+}
+
+// Faults after which this connection may stay broken although the file is fine again: SQLite
+// falls back to read-only when the file is not writable at open, and stays so after a chmod.
+const REOPEN_AFTER = /^SQLITE_(READONLY|IOERR|CANTOPEN)/
+
+/**
+ * The token store on one SQLite file. A write refused as read-only (or an I/O error) reopens the
+ * connection before the next operation, so the service recovers once the file is writable again
+ * without a restart; meanwhile reads keep working and the caller answers 503 for writes.
+ */
+export function openSqliteStore(path: string, options: { busyTimeoutMs?: number } = {}): TokenStore {
+  let current = openConnection(path, options)
+  // A connection opened while the file is not writable is read-only for good: it is replaced as
+  // soon as the file can be written, so that the first write after the fault already succeeds.
+  const readOnlyFile = () => path !== ':memory:' && !isWritable(path)
+  let broken = readOnlyFile()
+  let closed = false
+
+  function reopen() {
+    try {
+      current.close()
+    } catch {
+      // A broken connection may fail to close; the new one does not depend on it.
+    }
+    // SQLite gives -wal and -shm the mode the database file had: after a read-only spell they
+    // stay read-only and would make the new connection read-only too.
+    if (path !== ':memory:' && isWritable(path)) {
+      for (const suffix of ['-wal', '-shm']) {
+        try {
+          if (existsSync(path + suffix)) chmodSync(path + suffix, 0o600)
+        } catch {
+          // Not ours to change: the open below reports what is still wrong.
+        }
+      }
+    }
+    current = openConnection(path, options)
+    broken = readOnlyFile()
+  }
+
+  function guarded<A extends unknown[], R>(operation: (store: TokenStore) => (...args: A) => R) {
+    return (...args: A): R => {
+      // While the file itself stays read-only, a new connection would be read-only again: keep
+      // serving reads from this one and reopen once the file can be written.
+      if (broken && !closed && !readOnlyFile()) reopen()
+      try {
+        return operation(current)(...args)
+      } catch (e) {
+        if (REOPEN_AFTER.test(String((e as { code?: unknown }).code ?? ''))) broken = true
+        throw e
+      }
+    }
+  }
+
+  return {
+    saveRegistration: guarded((s) => s.saveRegistration),
+    removeRegistration: guarded((s) => s.removeRegistration),
+    getRegistration: guarded((s) => s.getRegistration),
+    listRegistrations: guarded((s) => s.listRegistrations),
+    countRegistrations: guarded((s) => s.countRegistrations),
+    findByPushkey: guarded((s) => s.findByPushkey),
+    forgetPushkey: guarded((s) => s.forgetPushkey),
+    dueSelectors: guarded((s) => s.dueSelectors),
+    claimNextJob: guarded((s) => s.claimNextJob),
+    completeJob: guarded((s) => s.completeJob),
+    rescheduleJob: guarded((s) => s.rescheduleJob),
+    nextJobDue: guarded((s) => s.nextJobDue),
+    pendingJobs: guarded((s) => s.pendingJobs),
+    probeWritable: guarded((s) => s.probeWritable),
+    close: () => {
+      closed = true
+      current.close()
+    },
+  }
+}
+
+function isWritable(path: string): boolean {
+  try {
+    accessSync(path, constants.W_OK)
+    return true
+  } catch {
+    return false
   }
 }

@@ -1,0 +1,204 @@
+/**
+ * `check`: is this configuration ready to run? First every configuration problem at once (exit 2),
+ * then probes of the world it depends on (exit 1 when one fails): the database, the homeserver
+ * with the appservice token, the users namespace for a sample user, the PNM host's name.
+ * Each failed probe says what to change, in the words of the Synapse setting involved.
+ */
+import { accessSync, constants, existsSync } from 'node:fs'
+import { lookup as dnsLookup } from 'node:dns/promises'
+import { BlockList, isIP } from 'node:net'
+import { dirname } from 'node:path'
+import { missingFor, type Config } from '../config.ts'
+import { createMatrixClient, MatrixError, type FetchFn, type MatrixClient } from '../matrix/client.ts'
+import { openSqliteStore } from '../store/sqlite.ts'
+import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, type CliIo, type Env, type ExitCode } from './common.ts'
+
+export interface CheckOptions {
+  /** A user the namespace must cover (and who must exist); default: a made-up user of the server. */
+  user?: string
+  fetch?: FetchFn
+  lookup?: (host: string) => Promise<string[]>
+  lookupTimeoutMs?: number
+}
+
+/** Localpart of the made-up sample user: Synapse's answer for it tells the namespace apart from the user's existence. */
+export const SAMPLE_LOCALPART = 'matrix2acrobits-check'
+
+// Synapse's default ip_range_blacklist covers these (docs: "ip_range_blacklist"); a pusher URL
+// on one of them fails inside Synapse unless ip_range_whitelist allows it.
+const PRIVATE = new BlockList()
+for (const [net, bits] of [['127.0.0.0', 8], ['10.0.0.0', 8], ['172.16.0.0', 12], ['192.168.0.0', 16], ['169.254.0.0', 16], ['100.64.0.0', 10], ['0.0.0.0', 8]] as const) {
+  PRIVATE.addSubnet(net, bits, 'ipv4')
+}
+for (const [net, bits] of [['::1', 128], ['fc00::', 7], ['fe80::', 10], ['::', 128]] as const) PRIVATE.addSubnet(net, bits, 'ipv6')
+const isPrivate = (address: string) => {
+  const family = isIP(address)
+  return family !== 0 && PRIVATE.check(address, family === 6 ? 'ipv6' : 'ipv4')
+}
+
+const defaultLookup = async (host: string) => (await dnsLookup(host, { all: true })).map((a) => a.address)
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+/** What the configuration lacks for the service to do its job, beyond what loadConfig refuses. */
+export function incompleteness(config: Config): string[] {
+  const problems: string[] = []
+  if (config.homeserverUrl === undefined) problems.push('MATRIX_HOMESERVER_URL is not set: no password checks, no pushers')
+  if (config.asToken === undefined) problems.push('MATRIX_AS_TOKEN is not set: pushers cannot be registered on the homeserver')
+  if (config.proxyUrl === undefined) problems.push('PROXY_URL is not set: no pusher is registered, so the homeserver never sends a push here')
+  if (config.authMode === 'none' && missingFor(config).serverName !== undefined && config.mapping.length === 0) {
+    problems.push('MATRIX_SERVER_NAME is not set (AUTH_MODE=none): usernames cannot be turned into Matrix IDs')
+  }
+  return problems
+}
+
+/** With an invalid configuration there is no Config: the variables that are simply unset, from the environment. */
+function unsetVariables(env: Env): string[] {
+  const unset = (...names: string[]) => names.every((n) => !env[n]?.trim())
+  const problems: string[] = []
+  if (unset('MATRIX_HOMESERVER_URL')) problems.push('MATRIX_HOMESERVER_URL is not set: no password checks, no pushers')
+  if (unset('MATRIX_AS_TOKEN', 'SUPER_ADMIN_TOKEN')) problems.push('MATRIX_AS_TOKEN is not set: pushers cannot be registered on the homeserver')
+  if (unset('PROXY_URL')) problems.push('PROXY_URL is not set: no pusher is registered, so the homeserver never sends a push here')
+  return problems
+}
+
+export async function runCheck(env: Env, options: CheckOptions, io: CliIo): Promise<ExitCode> {
+  const ok = (text: string) => io.out(`  ok    ${text}`)
+  const warn = (text: string) => io.out(`  warn  ${text}`)
+  let failures = 0
+  const fail = (text: string) => {
+    failures++
+    io.out(`  FAIL  ${text}`)
+  }
+
+  io.out('configuration')
+  const config = configOrReport(env, { out: io.out, err: (line) => io.out(`  FAIL  ${line.replace(/^matrix2acrobits: invalid configuration: /, '')}`) })
+  const problems = config ? incompleteness(config) : unsetVariables(env)
+  for (const problem of problems) io.out(`  FAIL  ${problem}`)
+  if (!config || problems.length > 0) {
+    io.out('check failed: the configuration is invalid or incomplete; probes not run')
+    return EXIT_CONFIG
+  }
+  ok(`homeserver ${config.homeserverUrl}, server name ${config.serverName}, push gateway ${config.pushGatewayUrl}`)
+  if (config.authMode === 'none') warn('AUTH_MODE=none: anyone who reaches this service can redirect the notifications of any user')
+  if (config.metricsAddress === undefined) warn('METRICS_ADDRESS is not set: /metrics is served on the public port')
+  const lookup = options.lookup ?? defaultLookup
+  const lookupTimeoutMs = options.lookupTimeoutMs ?? 5_000
+
+  io.out('database')
+  checkDatabase(config, ok, fail)
+
+  io.out('homeserver')
+  const matrix = createMatrixClient({ homeserverUrl: config.homeserverUrl!, asToken: config.asToken, timeoutMs: config.matrixTimeoutMs, fetch: options.fetch })
+  const server = await checkAppserviceToken(matrix, config, ok, fail)
+  if (server !== undefined) await checkNamespace(matrix, options.user ?? `@${SAMPLE_LOCALPART}:${server}`, options.user !== undefined, ok, fail)
+  io.out("  note  Synapse cannot be asked whether the namespace is exclusive: it must say 'exclusive: false', or Synapse sends no pushes for its users")
+
+  io.out('push gateway URL')
+  const proxyHost = new URL(config.proxyUrl!).hostname.replace(/^\[|\]$/g, '')
+  try {
+    const addresses = isIP(proxyHost) ? [proxyHost] : await withTimeout(lookup(proxyHost), lookupTimeoutMs, `resolving ${proxyHost}`)
+    const inside = addresses.filter(isPrivate)
+    if (proxyHost === 'localhost' || inside.length > 0) {
+      warn(
+        `${proxyHost} is a private or loopback address (${(inside.length ? inside : addresses).join(', ')}): Synapse refuses to push there ` +
+          "unless its ip_range_whitelist lists it, and pushers/set does not tell ('IP address blocked' in Synapse's log)",
+      )
+    } else ok(`${proxyHost} resolves to ${addresses.join(', ')}`)
+  } catch (e) {
+    warn(`${proxyHost} does not resolve from here (${(e as Error).message}); the homeserver must reach ${config.pushGatewayUrl}`)
+  }
+  if (new URL(config.proxyUrl!).protocol === 'http:' && !isPrivate(proxyHost) && proxyHost !== 'localhost') {
+    warn('PROXY_URL is http: notifications (and with PUSHER_FORMAT=full, message content) travel unencrypted')
+  }
+
+  io.out('PNM')
+  const pnmHost = new URL(config.pnmUrl).hostname.replace(/^\[|\]$/g, '')
+  if (isIP(pnmHost)) ok(`${pnmHost} is an IP address`)
+  else {
+    try {
+      const addresses = await withTimeout(lookup(pnmHost), lookupTimeoutMs, `resolving ${pnmHost}`)
+      if (addresses.length === 0) throw new Error('no address')
+      ok(`${pnmHost} resolves to ${addresses.join(', ')}`)
+    } catch (e) {
+      fail(`${pnmHost} (PNM_URL) does not resolve: ${(e as Error).message}; check DNS and outbound network`)
+    }
+  }
+
+  io.out(failures === 0 ? 'check passed' : `check failed: ${failures} problem${failures === 1 ? '' : 's'}`)
+  return failures === 0 ? EXIT_OK : EXIT_FAILED
+}
+
+function checkDatabase(config: Config, ok: (t: string) => void, fail: (t: string) => void) {
+  if (!existsSync(config.dbPath)) {
+    // Not created here: `check` is often run by hand, as another user than the service.
+    let dir = dirname(config.dbPath)
+    while (!existsSync(dir) && dirname(dir) !== dir) dir = dirname(dir)
+    try {
+      accessSync(dir, constants.W_OK)
+      ok(`${config.dbPath} does not exist yet; it will be created (${dir} is writable)`)
+    } catch {
+      fail(`${config.dbPath} does not exist and ${dir} is not writable by this user`)
+    }
+    return
+  }
+  let store
+  try {
+    store = openSqliteStore(config.dbPath)
+    store.probeWritable()
+    const pending = store.pendingJobs()
+    ok(`${config.dbPath} is writable: ${store.countRegistrations()} accounts, ${pending.length} pusher calls pending`)
+    const failing = pending.filter((j) => j.lastError !== undefined)
+    if (failing.length > 0) {
+      const last = failing[failing.length - 1]!
+      fail(`${failing.length} pusher calls keep failing; the latest error (${last.userId}): ${last.lastError}`)
+    }
+  } catch (e) {
+    fail(`${config.dbPath} is not usable: ${(e as Error).message}`)
+  } finally {
+    store?.close()
+  }
+}
+
+/** Returns the server name of the homeserver's users, or undefined when the token is not accepted. */
+async function checkAppserviceToken(matrix: MatrixClient, config: Config, ok: (t: string) => void, fail: (t: string) => void) {
+  try {
+    const { userId } = await matrix.whoami()
+    const server = userId.slice(userId.indexOf(':') + 1)
+    ok(`the homeserver accepts MATRIX_AS_TOKEN (the appservice acts as ${userId})`)
+    if (server !== config.serverName) {
+      fail(`the homeserver's users are on "${server}", but the server name here is "${config.serverName}": set MATRIX_SERVER_NAME=${server}`)
+    }
+    return server
+  } catch (e) {
+    if (e instanceof MatrixError && e.kind !== 'http') fail(`cannot reach the homeserver at ${config.homeserverUrl}: ${e.message}`)
+    else if (e instanceof MatrixError && e.status === 401) {
+      fail(
+        `the homeserver does not know MATRIX_AS_TOKEN (${e.errcode ?? e.status}): list the registration file in Synapse's ` +
+          'app_service_config_files, restart Synapse, and check that as_token there equals MATRIX_AS_TOKEN',
+      )
+    } else fail(`whoami with MATRIX_AS_TOKEN failed: ${(e as Error).message}`)
+    return undefined
+  }
+}
+
+async function checkNamespace(matrix: MatrixClient, user: string, named: boolean, ok: (t: string) => void, fail: (t: string) => void) {
+  try {
+    await matrix.whoami(user)
+    ok(`the users namespace lets the appservice act for ${user}`)
+  } catch (e) {
+    const message = (e as Error).message
+    if (e instanceof MatrixError && e.status === 403 && /masquerade/i.test(message)) {
+      fail(`the users namespace does not cover ${user}: the registration needs namespaces.users with regex matching it and exclusive: false (${message})`)
+    } else if (e instanceof MatrixError && e.status === 403 && /has not registered/i.test(message)) {
+      if (named) fail(`the users namespace covers ${user}, but the homeserver has no such user`)
+      else ok(`the users namespace covers ${user} (a made-up user, so "not registered" is the expected answer)`)
+    } else fail(`whoami as ${user} failed: ${message}`)
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * What the operator commands share: exit codes, where output goes, loading the configuration and
+ * opening the token store without creating one by mistake.
+ */
+import { existsSync } from 'node:fs'
+import pino, { type Logger } from 'pino'
+import { loadConfig, type Config } from '../config.ts'
+import { createLogger } from '../log.ts'
+import { openSqliteStore } from '../store/sqlite.ts'
+import type { TokenStore } from '../store/types.ts'
+
+/** The same codes as `serve`: 0 success, 1 a runtime failure, 2 invalid configuration or usage. */
+export const EXIT_OK = 0
+export const EXIT_FAILED = 1
+export const EXIT_CONFIG = 2
+export type ExitCode = typeof EXIT_OK | typeof EXIT_FAILED | typeof EXIT_CONFIG
+
+/** Results on stdout (what a script reads), complaints on stderr. */
+export interface CliIo {
+  out(line: string): void
+  err(line: string): void
+}
+
+export const consoleIo: CliIo = {
+  out: (line) => console.log(line),
+  err: (line) => console.error(line),
+}
+
+export type Env = Record<string, string | undefined>
+
+export function configOrReport(env: Env, io: CliIo): Config | undefined {
+  const result = loadConfig(env)
+  if (result.ok) return result.config
+  for (const error of result.errors) io.err(`matrix2acrobits: invalid configuration: ${error}`)
+  return undefined
+}
+
+/**
+ * The store of an existing database. A command that only reads or removes must not leave an
+ * empty database behind when PUSH_TOKEN_DB_PATH (or STATE_DIRECTORY) points at the wrong place.
+ */
+export function openExistingStore(config: Config, io: CliIo): TokenStore | undefined {
+  if (!existsSync(config.dbPath)) {
+    io.err(`matrix2acrobits: no token database at ${config.dbPath} (set PUSH_TOKEN_DB_PATH, or STATE_DIRECTORY as systemd does)`)
+    return undefined
+  }
+  try {
+    return openSqliteStore(config.dbPath)
+  } catch (e) {
+    io.err(`matrix2acrobits: cannot open the database ${config.dbPath}: ${(e as Error).message}`)
+    return undefined
+  }
+}
+
+/**
+ * The service's components log as they work; a command reports in sentences of its own, so their
+ * log lines are shown (on stderr, keeping stdout for results) only with LOGLEVEL=DEBUG.
+ */
+export function commandLogger(config: Config): Logger {
+  if (config.logLevel !== 'debug') return pino({ level: 'silent' })
+  return createLogger(config, pino.destination({ dest: 2, sync: true }))
+}
+
+export const isoTime = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z')
+
+/** Left-aligned columns, two spaces apart. */
+export function table(rows: readonly (readonly string[])[]): string[] {
+  const widths: number[] = []
+  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)))
+  return rows.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd())
+}

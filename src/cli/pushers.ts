@@ -1,0 +1,94 @@
+/**
+ * `pushers sync`: registers every stored messages token's pusher again, for a homeserver that lost
+ * them (a restore from backup, a wiped database, a new PROXY_URL). It queues the same `set` a token
+ * report would (report/plan.ts) and runs the outbox, so a refusal stays queued for the service.
+ */
+import { missingFor } from '../config.ts'
+import { planPusherCalls } from '../report/plan.ts'
+import { tokenHash } from '../secrets.ts'
+import type { Registration } from '../store/types.ts'
+import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, openExistingStore, type CliIo, type Env, type ExitCode } from './common.ts'
+import { createCommandWorker, hintFor, settle } from './outbox.ts'
+
+/** Accounts whose pushers are set up at the same time; the homeserver is the limit, not the proxy. */
+const CONCURRENCY = 4
+
+class ChangedMeanwhile extends Error {}
+
+const sameRow = (a: Registration | undefined, b: Registration) =>
+  a !== undefined &&
+  a.updatedAt === b.updatedAt &&
+  a.matrixUserId === b.matrixUserId &&
+  a.tokenMsgs === b.tokenMsgs &&
+  a.appIdMsgs === b.appIdMsgs
+
+export async function runPushersSync(env: Env, options: { verbose?: boolean }, io: CliIo): Promise<ExitCode> {
+  const config = configOrReport(env, io)
+  if (!config) return EXIT_CONFIG
+  if (config.pushGatewayUrl === undefined) {
+    io.err('matrix2acrobits: PROXY_URL is not set: there is no push gateway URL to register')
+    return EXIT_CONFIG
+  }
+  const missing = missingFor(config).pushers
+  if (missing !== undefined) {
+    io.err(`matrix2acrobits: ${missing} is not set: pushers cannot be registered`)
+    return EXIT_CONFIG
+  }
+  const store = openExistingStore(config, io)
+  if (!store) return EXIT_FAILED
+  try {
+    const plan = planPusherCalls(true)
+    const queued: { r: Registration; jobIds: number[] }[] = []
+    let changed = 0
+    let tokenless = 0
+    for (const r of store.listRegistrations()) {
+      if (r.tokenMsgs === undefined || r.appIdMsgs === undefined) {
+        tokenless++
+        continue
+      }
+      try {
+        // Saving the row unchanged makes the planner queue its `set`. `now` is the row's own time,
+        // so updated_at still tells when the app last reported (findByPushkey prefers the latest).
+        // A report that changed the row since it was listed wins: throwing rolls the save back.
+        const { jobs } = store.saveRegistration(r, r.updatedAt, (previous, next) => {
+          if (!sameRow(previous, r)) throw new ChangedMeanwhile()
+          return plan(previous, next)
+        })
+        queued.push({ r, jobIds: jobs.filter((j) => j.action === 'set').map((j) => j.id) })
+      } catch (e) {
+        if (!(e instanceof ChangedMeanwhile)) throw e
+        changed++
+      }
+    }
+
+    const worker = await createCommandWorker(config, store)
+    let registered = 0
+    let failed = 0
+    let next = 0
+    const runOne = async () => {
+      for (let item = queued[next++]; item !== undefined; item = queued[next++]) {
+        const { r, jobIds } = item
+        const result = await settle(worker, store, config, r.selector, jobIds)
+        const what = `${r.selector} ${r.matrixUserId} ${r.appIdMsgs} token ${tokenHash(r.tokenMsgs!)}`
+        if (result.ok) {
+          registered++
+          if (options.verbose) io.out(`  ok    ${what}`)
+        } else {
+          failed++
+          const hint = hintFor(result.error)
+          io.out(`  FAIL  ${what}: ${result.error}${hint ? ` (${hint})` : ''}`)
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: CONCURRENCY }, runOne))
+
+    const parts = [`${registered} pushers registered on the homeserver`]
+    if (failed > 0) parts.push(`${failed} failed (still queued; the running service retries them)`)
+    if (changed > 0) parts.push(`${changed} skipped (reported again meanwhile, which registers them)`)
+    if (tokenless > 0) parts.push(`${tokenless} accounts without a messages token`)
+    io.out(parts.join(', '))
+    return failed > 0 ? EXIT_FAILED : EXIT_OK
+  } finally {
+    store.close()
+  }
+}

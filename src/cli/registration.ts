@@ -1,0 +1,116 @@
+/**
+ * `appservice-registration`: the registration file Synapse needs (app_service_config_files) and
+ * the environment lines that match it. FIELD-GUIDE §2 fixes its shape: the users namespace must
+ * be `exclusive: false` (Synapse sends no pushes for users in an exclusive namespace),
+ * `rate_limited: false` (pushers/set on behalf of users must not be throttled), and `url: null`
+ * (the proxy wants no transactions, so hs_token is never used, but Synapse requires one).
+ */
+import { randomBytes } from 'node:crypto'
+import { writeFileSync } from 'node:fs'
+import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, type CliIo, type Env, type ExitCode } from './common.ts'
+
+export interface RegistrationOptions {
+  serverName?: string
+  id?: string
+  senderLocalpart?: string
+  /** Write the YAML to this file (mode 0600, never over an existing file) instead of stdout. */
+  output?: string
+}
+
+export interface Registration {
+  id: string
+  asToken: string
+  hsToken: string
+  senderLocalpart: string
+  userRegex: string
+}
+
+/** Hex: no character that YAML, a shell or an env file would read specially. */
+export const freshToken = () => randomBytes(32).toString('hex')
+
+const escapeRegex = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+
+/**
+ * Every user of the server. Synapse matches namespace regexes from the start of the user ID only
+ * (Python re.match), so the `$` keeps `@x:example.org.evil` out.
+ */
+export const usersRegex = (serverName: string) => `@.*:${escapeRegex(serverName)}$`
+
+// Single-quoted YAML keeps backslashes literal; a quote is written twice.
+const yamlQuote = (s: string) => `'${s.replaceAll("'", "''")}'`
+
+export function registrationYaml(r: Registration): string {
+  return [
+    '# Synapse application service registration for matrix2acrobits.',
+    '# List this file in app_service_config_files (homeserver.yaml) and restart Synapse.',
+    `id: ${yamlQuote(r.id)}`,
+    '# No transactions are wanted: the proxy only acts for users (pushers/set).',
+    'url: null',
+    `as_token: ${yamlQuote(r.asToken)}`,
+    `hs_token: ${yamlQuote(r.hsToken)}`,
+    `sender_localpart: ${yamlQuote(r.senderLocalpart)}`,
+    '# Pusher calls on behalf of users must not be rate limited.',
+    'rate_limited: false',
+    'namespaces:',
+    '  users:',
+    '    # exclusive: false is essential: Synapse sends no pushes for users in an exclusive namespace.',
+    '    - exclusive: false',
+    `      regex: ${yamlQuote(r.userRegex)}`,
+    '  aliases: []',
+    '  rooms: []',
+    '',
+  ].join('\n')
+}
+
+const LOCALPART = /^[a-z0-9._=\-/+]+$/
+
+export function runRegistration(env: Env, options: RegistrationOptions, io: CliIo): ExitCode {
+  const config = configOrReport(env, io)
+  if (!config) return EXIT_CONFIG
+  const serverName = options.serverName?.trim() || config.serverName
+  if (serverName === undefined) {
+    io.err('matrix2acrobits: no server name: pass --server-name, or set MATRIX_SERVER_NAME or MATRIX_HOMESERVER_URL')
+    return EXIT_CONFIG
+  }
+  if (/[\s/@]/.test(serverName)) {
+    io.err(`matrix2acrobits: "${serverName}" is not a server name`)
+    return EXIT_CONFIG
+  }
+  const senderLocalpart = options.senderLocalpart ?? 'matrix2acrobits'
+  if (!LOCALPART.test(senderLocalpart)) {
+    io.err(`matrix2acrobits: "${senderLocalpart}" is not a valid localpart (lower-case letters, digits, ._=-/+)`)
+    return EXIT_CONFIG
+  }
+  const registration: Registration = {
+    id: options.id ?? 'matrix2acrobits',
+    asToken: freshToken(),
+    hsToken: freshToken(),
+    senderLocalpart,
+    userRegex: usersRegex(serverName),
+  }
+  const yaml = registrationYaml(registration)
+  const envLines = [
+    `MATRIX_HOMESERVER_URL=${config.homeserverUrl ?? 'https://matrix.example.org'}`,
+    `MATRIX_SERVER_NAME=${serverName}`,
+    `MATRIX_AS_TOKEN=${registration.asToken}`,
+    `PROXY_URL=${config.proxyUrl ?? 'https://push.example.org'}`,
+  ]
+  if (options.output !== undefined) {
+    try {
+      // 'wx': an existing registration holds the token Synapse knows; overwriting it would lock the proxy out.
+      writeFileSync(options.output, yaml, { mode: 0o600, flag: 'wx' })
+    } catch (e) {
+      io.err(`matrix2acrobits: cannot write ${options.output}: ${(e as Error).message}`)
+      return EXIT_FAILED
+    }
+    io.err(`wrote ${options.output} (mode 0600); the environment for matrix2acrobits follows`)
+    for (const line of envLines) io.out(line)
+    return EXIT_OK
+  }
+  // Stdout stays one valid YAML document: the env lines follow as comments.
+  io.out(yaml.trimEnd())
+  io.out('')
+  io.out('# Environment for matrix2acrobits (its EnvironmentFile), matching this registration:')
+  for (const line of envLines) io.out(`# ${line}`)
+  return EXIT_OK
+}

@@ -1,0 +1,160 @@
+/**
+ * `tokens list | show | delete`: the stored registrations as an operator needs them. Push tokens
+ * are secrets (whoever has one can push to the phone), so they appear only as the short hash the
+ * logs use, which lets a log line and a row be matched.
+ */
+import { missingFor, type Config } from '../config.ts'
+import { planPusherCalls } from '../report/plan.ts'
+import { tokenHash } from '../secrets.ts'
+import type { PusherJob, Registration, TokenStore } from '../store/types.ts'
+import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, isoTime, openExistingStore, table, type CliIo, type Env, type ExitCode } from './common.ts'
+import { createCommandWorker, hintFor, settle } from './outbox.ts'
+
+/** A registration with its secrets replaced by hashes: what `--json` prints. */
+export function describeRegistration(r: Registration, pending: readonly PusherJob[]) {
+  return {
+    selector: r.selector,
+    matrix_user_id: r.matrixUserId,
+    username: r.username ?? null,
+    app_id_msgs: r.appIdMsgs ?? null,
+    token_msgs_hash: r.tokenMsgs === undefined ? null : tokenHash(r.tokenMsgs),
+    app_id_calls: r.appIdCalls ?? null,
+    token_calls_hash: r.tokenCalls === undefined ? null : tokenHash(r.tokenCalls),
+    created_at: isoTime(r.createdAt),
+    updated_at: isoTime(r.updatedAt),
+    pending_pusher_calls: pending.filter((j) => j.selector === r.selector).map(describeJob),
+  }
+}
+
+const describeJob = (j: PusherJob) => ({
+  action: j.action,
+  user_id: j.userId,
+  app_id: j.appId,
+  pushkey_hash: tokenHash(j.pushkey),
+  attempts: j.attempts,
+  next_attempt_at: isoTime(j.nextAttemptAt),
+  last_error: j.lastError ?? null,
+})
+
+const hashOrDash = (token: string | undefined) => (token === undefined ? '-' : tokenHash(token))
+
+function withStore(env: Env, io: CliIo, run: (store: TokenStore, config: Config) => Promise<ExitCode> | ExitCode): Promise<ExitCode> | ExitCode {
+  const config = configOrReport(env, io)
+  if (!config) return EXIT_CONFIG
+  const store = openExistingStore(config, io)
+  if (!store) return EXIT_FAILED
+  const close = () => store.close()
+  try {
+    const result = run(store, config)
+    if (result instanceof Promise) return result.finally(close)
+    close()
+    return result
+  } catch (e) {
+    close()
+    throw e
+  }
+}
+
+export function runTokensList(env: Env, options: { json?: boolean }, io: CliIo) {
+  return withStore(env, io, (store, config) => {
+    const rows = store.listRegistrations()
+    const pending = store.pendingJobs()
+    if (options.json) {
+      io.out(JSON.stringify(rows.map((r) => describeRegistration(r, pending)), null, 2))
+      return EXIT_OK
+    }
+    if (rows.length === 0) {
+      io.out(`no registrations in ${config.dbPath}`)
+      return EXIT_OK
+    }
+    const lines = table([
+      ['SELECTOR', 'MATRIX USER', 'USERNAME', 'MESSAGES APP', 'TOKEN', 'CALLS APP', 'TOKEN', 'PENDING', 'UPDATED'],
+      ...rows.map((r) => [
+        r.selector,
+        r.matrixUserId,
+        r.username ?? '-',
+        r.appIdMsgs ?? '-',
+        hashOrDash(r.tokenMsgs),
+        r.appIdCalls ?? '-',
+        hashOrDash(r.tokenCalls),
+        String(pending.filter((j) => j.selector === r.selector).length),
+        isoTime(r.updatedAt),
+      ]),
+    ])
+    for (const line of lines) io.out(line)
+    io.out(`${rows.length} registration${rows.length === 1 ? '' : 's'}; tokens are shown as the first 12 hex digits of their SHA-256, as in the logs`)
+    return EXIT_OK
+  })
+}
+
+export function runTokensShow(env: Env, selector: string, options: { json?: boolean }, io: CliIo) {
+  return withStore(env, io, (store) => {
+    const r = store.getRegistration(selector)
+    const pending = store.pendingJobs().filter((j) => j.selector === selector)
+    if (!r) {
+      io.err(`matrix2acrobits: no registration with selector ${selector}${pending.length ? ` (${pending.length} pusher calls still queued for it)` : ''}`)
+      return EXIT_FAILED
+    }
+    const d = describeRegistration(r, pending)
+    if (options.json) {
+      io.out(JSON.stringify(d, null, 2))
+      return EXIT_OK
+    }
+    for (const line of table([
+      ['selector', d.selector],
+      ['matrix user', d.matrix_user_id],
+      ['username', d.username ?? '-'],
+      ['messages', d.app_id_msgs === null ? '-' : `${d.app_id_msgs} token ${d.token_msgs_hash}`],
+      ['calls', d.app_id_calls === null ? '-' : `${d.app_id_calls} token ${d.token_calls_hash}`],
+      ['created', d.created_at],
+      ['updated', d.updated_at],
+      ['pending pusher calls', String(d.pending_pusher_calls.length)],
+    ])) {
+      io.out(line)
+    }
+    for (const j of d.pending_pusher_calls) {
+      io.out(
+        `  ${j.action} ${j.app_id} token ${j.pushkey_hash} for ${j.user_id}: ${j.attempts} attempts, next ${j.next_attempt_at}` +
+          (j.last_error ? `, last error: ${j.last_error}` : ''),
+      )
+    }
+    return EXIT_OK
+  })
+}
+
+export function runTokensDelete(env: Env, selector: string, io: CliIo) {
+  return withStore(env, io, async (store, config) => {
+    const missing = missingFor(config).pushers
+    if (missing !== undefined) {
+      io.err(`matrix2acrobits: ${missing} is not set: the pusher on the homeserver cannot be deleted; nothing changed`)
+      return EXIT_CONFIG
+    }
+    // The same decision the Account Removal Reporter makes (report/plan.ts); without PROXY_URL
+    // this proxy registers no pushers, so there is none to delete.
+    const pushersEnabled = config.pushGatewayUrl !== undefined
+    const { previous, jobs } = store.removeRegistration(selector, Date.now(), planPusherCalls(pushersEnabled))
+    if (!previous) {
+      io.err(`matrix2acrobits: no registration with selector ${selector}`)
+      return EXIT_FAILED
+    }
+    io.out(`deleted ${selector} (${previous.matrixUserId}, messages token ${hashOrDash(previous.tokenMsgs)})`)
+    if (!pushersEnabled) {
+      io.out('PROXY_URL is not set: this proxy registers no pushers, so none was deleted on the homeserver')
+      return EXIT_OK
+    }
+    if (jobs.length === 0) {
+      io.out('no messages token was stored: there is no pusher to delete')
+      return EXIT_OK
+    }
+    const worker = await createCommandWorker(config, store)
+    const result = await settle(worker, store, config, selector, jobs.map((j) => j.id))
+    if (result.ok) {
+      for (const j of jobs) io.out(`pusher ${j.appId} token ${tokenHash(j.pushkey)} of ${j.userId} deleted on the homeserver`)
+      return EXIT_OK
+    }
+    const hint = hintFor(result.error)
+    io.err(`matrix2acrobits: the homeserver did not delete the pusher: ${result.error}${hint ? ` (${hint})` : ''}`)
+    io.err('the deletion stays queued in the database; the running service retries it')
+    return EXIT_FAILED
+  })
+}

@@ -1,0 +1,120 @@
+/** `appservice-registration` and `--help`, on the built executable. */
+import { afterAll, describe, expect, test } from 'bun:test'
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { tempDir } from '../harness.ts'
+import { runCommand } from './run.ts'
+
+const dir = tempDir('m2a-reg-')
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+interface Registration {
+  id: string
+  url: null
+  as_token: string
+  hs_token: string
+  sender_localpart: string
+  rate_limited: boolean
+  namespaces: { users: { exclusive: boolean; regex: string }[] }
+}
+
+describe('appservice-registration', () => {
+  test('prints one valid YAML document with fresh tokens, url null, a non-exclusive users namespace, and the env lines', async () => {
+    const first = await runCommand(['appservice-registration', '--server-name', 'example.org'])
+    const second = await runCommand(['appservice-registration'], { MATRIX_SERVER_NAME: 'example.org' })
+    expect(first.exitCode).toBe(0)
+    expect(second.exitCode).toBe(0)
+    const a = Bun.YAML.parse(first.stdout) as Registration
+    const b = Bun.YAML.parse(second.stdout) as Registration
+    expect(a.url).toBeNull()
+    expect(a.rate_limited).toBe(false)
+    expect(a.id).toBe('matrix2acrobits')
+    expect(a.sender_localpart).toBe('matrix2acrobits')
+    expect(a.as_token).toMatch(/^[0-9a-f]{64}$/)
+    expect(a.hs_token).toMatch(/^[0-9a-f]{64}$/)
+    expect(a.hs_token).not.toBe(a.as_token)
+    // Fresh on every run.
+    expect(b.as_token).not.toBe(a.as_token)
+    expect(b.hs_token).not.toBe(a.hs_token)
+    expect(a.namespaces.users).toHaveLength(1)
+    const [users] = a.namespaces.users
+    expect(users!.exclusive).toBe(false)
+    // Synapse uses re.match (anchored at the start only); the regex must cover every user of the server and no other.
+    const regex = new RegExp('^(?:' + users!.regex + ')')
+    for (const user of ['@alice:example.org', '@bob.smith:example.org', '@+49123:example.org']) expect(regex.test(user)).toBe(true)
+    for (const user of ['@alice:example.org.evil.com', '@alice:exampleXorg', '@alice:other.org']) expect(regex.test(user)).toBe(false)
+    // The env lines are comments that match the registration.
+    expect(first.stdout).toContain(`# MATRIX_AS_TOKEN=${a.as_token}`)
+    expect(first.stdout).toContain('# MATRIX_SERVER_NAME=example.org')
+    // hs_token is for Synapse alone (the proxy takes no transactions): it appears once, in the YAML.
+    expect(first.stdout.split(a.hs_token)).toHaveLength(2)
+  })
+
+  test('takes the server name from MATRIX_HOMESERVER_URL, and the homeserver URL and PROXY_URL into the env lines', async () => {
+    const r = await runCommand(['appservice-registration'], { MATRIX_HOMESERVER_URL: 'https://matrix.example.com:8448', PROXY_URL: 'https://push.example.com' })
+    expect(r.exitCode).toBe(0)
+    const reg = Bun.YAML.parse(r.stdout) as Registration
+    expect(reg.namespaces.users[0]!.regex).toBe('@.*:matrix\\.example\\.com$')
+    expect(r.stdout).toContain('# MATRIX_HOMESERVER_URL=https://matrix.example.com:8448')
+    expect(r.stdout).toContain('# PROXY_URL=https://push.example.com')
+  })
+
+  test('-o writes the registration with mode 0600, prints the env lines, and never overwrites a file', async () => {
+    const file = join(dir, 'registration.yaml')
+    const r = await runCommand(['appservice-registration', '--server-name', 'example.org', '-o', file, '--id', 'push', '--sender-localpart', 'pushbot'])
+    expect(r.exitCode).toBe(0)
+    expect(statSync(file).mode & 0o777).toBe(0o600)
+    const reg = Bun.YAML.parse(readFileSync(file, 'utf8')) as Registration
+    expect(reg.id).toBe('push')
+    expect(reg.sender_localpart).toBe('pushbot')
+    expect(r.stdout).toContain(`MATRIX_AS_TOKEN=${reg.as_token}\n`)
+    expect(r.stdout).not.toContain('#')
+
+    const existing = join(dir, 'existing.yaml')
+    writeFileSync(existing, 'as_token: keep-me\n')
+    const again = await runCommand(['appservice-registration', '--server-name', 'example.org', '-o', existing])
+    expect(again.exitCode).toBe(1)
+    expect(readFileSync(existing, 'utf8')).toBe('as_token: keep-me\n')
+  })
+
+  test('without any server name, or with a bad one, exits 2 saying what to set', async () => {
+    const none = await runCommand(['appservice-registration'])
+    expect(none.exitCode).toBe(2)
+    expect(none.stderr).toContain('--server-name')
+    expect(none.stdout).toBe('')
+    const bad = await runCommand(['appservice-registration', '--server-name', 'bad name'])
+    expect(bad.exitCode).toBe(2)
+    const badLocalpart = await runCommand(['appservice-registration', '--server-name', 'example.org', '--sender-localpart', 'Bot!'])
+    expect(badLocalpart.exitCode).toBe(2)
+  })
+})
+
+describe('the command line', () => {
+  test('--help lists every command with one line each; a command answers --help with its usage', async () => {
+    const help = await runCommand(['--help'])
+    expect(help.exitCode).toBe(0)
+    for (const command of ['serve', 'check', 'appservice-registration', 'tokens list', 'tokens show <selector>', 'tokens delete <selector>', 'pushers sync']) {
+      expect(help.stdout.split('\n').filter((l) => l.startsWith(`  ${command} `))).toHaveLength(1)
+    }
+    for (const args of [['check', '--help'], ['tokens', 'delete', '-h'], ['pushers', 'sync', '--help'], ['appservice-registration', '-h']]) {
+      const r = await runCommand(args)
+      expect(r.exitCode).toBe(0)
+      expect(r.stdout).toStartWith(`Usage: matrix2acrobits ${args[0]}`)
+    }
+  })
+
+  test('--version prints the package version', async () => {
+    const pkg = (await Bun.file(join(import.meta.dir, '../../package.json')).json()) as { version: string }
+    const r = await runCommand(['--version'])
+    expect(r.exitCode).toBe(0)
+    expect(r.stdout.trim()).toBe(`matrix2acrobits ${pkg.version}`)
+  })
+
+  test('usage errors exit 2: unknown command, missing or extra argument, unknown option', async () => {
+    for (const args of [['frobnicate'], ['tokens'], ['tokens', 'show'], ['tokens', 'list', 'extra'], ['pushers', 'flush'], ['check', '--bogus']]) {
+      const r = await runCommand(args)
+      expect({ args, exitCode: r.exitCode }).toEqual({ args, exitCode: 2 })
+      expect(r.stderr).toContain('Try --help.')
+    }
+  })
+})

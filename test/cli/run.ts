@@ -1,0 +1,18 @@
+/**
+ * Runs a one-shot command of the built executable without blocking this process: the fakes the
+ * command talks to (Synapse, PNM) are served from this very process, so runBinary's spawnSync
+ * would deadlock them.
+ */
+import { binaryPath } from '../e2e/binary.ts'
+
+export interface CommandResult {
+  exitCode: number
+  stdout: string
+  stderr: string
+}
+
+export async function runCommand(args: string[], env: Record<string, string> = {}, cwd?: string): Promise<CommandResult> {
+  const proc = Bun.spawn([binaryPath(), ...args], { env: { PATH: process.env.PATH ?? '', ...env }, cwd, stdout: 'pipe', stderr: 'pipe' })
+  const [stdout, stderr, exitCode] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
+  return { exitCode, stdout, stderr }
+}

@@ -1,0 +1,178 @@
+/**
+ * Shared pieces of the fault tests: the built executable run as an unprivileged user (root ignores
+ * file modes, so a read-only file is only read-only to someone else), a real listener for tests
+ * that need the client's address, and a homeserver that can be switched off and on.
+ */
+import { chmodSync, chownSync, copyFileSync, mkdirSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
+import { binaryPath } from '../e2e/binary.ts'
+import { tempDir } from '../harness.ts'
+
+export const isRoot = process.getuid?.() === 0
+/** The user the executable runs as when the tests run as root. */
+export const NOBODY = 65534
+const setpriv = Bun.which('setpriv')
+/** False only as root without setpriv (util-linux): file modes then cannot be tested. */
+export const fileModesApply = !isRoot || setpriv !== null
+const dropPrivileges = isRoot && setpriv !== null
+
+let publicCopy: string | undefined
+const created: string[] = []
+/** Removes the folders made by runnableBinary() and stateDir(); call it in afterAll. */
+export function removeCreatedDirs() {
+  for (const dir of created.splice(0)) rmSync(dir, { recursive: true, force: true })
+  publicCopy = undefined
+}
+
+/** A copy of the executable that an unprivileged user may run (binaryPath() lives in a 0700 folder). */
+export function runnableBinary(): string {
+  if (!publicCopy) {
+    const dir = tempDir('m2a-faults-bin-')
+    created.push(dir)
+    chmodSync(dir, 0o755)
+    publicCopy = join(dir, 'matrix2acrobits')
+    copyFileSync(binaryPath(), publicCopy)
+    chmodSync(publicCopy, 0o755)
+  }
+  return publicCopy
+}
+
+/** A folder the executable may write in, whoever it runs as. */
+export function stateDir(): string {
+  const dir = tempDir('m2a-faults-state-')
+  created.push(dir)
+  chmodSync(dir, 0o700)
+  if (dropPrivileges) chownSync(dir, NOBODY, NOBODY)
+  return dir
+}
+
+/** Makes a file the unprivileged user's, as if that user had created it. */
+export function giveToServiceUser(path: string) {
+  if (dropPrivileges) chownSync(path, NOBODY, NOBODY)
+}
+
+export interface Proc {
+  url: string
+  pid: number
+  proc: ReturnType<typeof Bun.spawn>
+  lines: string[]
+  parsed(): Array<Record<string, any>>
+  exited: Promise<number>
+}
+
+/** Starts `serve` (as nobody when the tests run as root) and resolves once it listens. */
+export async function spawnService(env: Record<string, string>): Promise<Proc> {
+  const command = dropPrivileges
+    ? [setpriv!, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', runnableBinary()]
+    : [runnableBinary()]
+  const proc = Bun.spawn(command, {
+    env: { PATH: process.env.PATH ?? '', PROXY_HOST: '127.0.0.1', PROXY_PORT: '0', ...env },
+    stdout: 'pipe',
+    stderr: 'pipe',
+  })
+  const lines: string[] = []
+  let port: number | undefined
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    const decoder = new TextDecoder()
+    let rest = ''
+    for await (const chunk of stream) {
+      rest += decoder.decode(chunk, { stream: true })
+      const parts = rest.split('\n')
+      rest = parts.pop()!
+      for (const line of parts) {
+        lines.push(line)
+        const m = line.includes('"msg":"matrix2acrobits listening"') ? /"port":(\d+)/.exec(line) : null
+        if (m) port = Number(m[1])
+      }
+    }
+  }
+  void pump(proc.stdout as ReadableStream<Uint8Array>)
+  void pump(proc.stderr as ReadableStream<Uint8Array>)
+  const end = Date.now() + 15_000
+  while (port === undefined) {
+    if (proc.exitCode !== null) throw new Error(`binary exited with ${proc.exitCode}:\n${lines.join('\n')}`)
+    if (Date.now() > end) throw new Error(`binary did not start:\n${lines.join('\n')}`)
+    await Bun.sleep(10)
+  }
+  return {
+    url: `http://127.0.0.1:${port}`,
+    pid: proc.pid,
+    proc,
+    lines,
+    parsed: () =>
+      lines.flatMap((l) => {
+        try {
+          return [JSON.parse(l) as Record<string, any>]
+        } catch {
+          return []
+        }
+      }),
+    exited: proc.exited,
+  }
+}
+
+export async function post(url: string, body: unknown, headers: Record<string, string> = {}) {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  })
+  const text = await response.text()
+  let json: any
+  try {
+    json = JSON.parse(text)
+  } catch {
+    json = undefined
+  }
+  return { status: response.status, json, text, headers: response.headers }
+}
+
+/**
+ * A front for the fake homeserver that can go down (connection refused) and come back on the
+ * same port, as a restarted Synapse would.
+ */
+export function startSwitchableFront(targetUrl: string) {
+  const forward = async (request: Request) => {
+    const url = new URL(request.url)
+    return fetch(targetUrl + url.pathname + url.search, {
+      method: request.method,
+      headers: request.headers,
+      body: request.method === 'GET' ? undefined : await request.arrayBuffer(),
+    })
+  }
+  let server: ReturnType<typeof Bun.serve> | undefined = Bun.serve({ hostname: '127.0.0.1', port: 0, fetch: forward })
+  const port = server.port
+  return {
+    url: `http://127.0.0.1:${port}`,
+    down() {
+      server?.stop(true)
+      server = undefined
+    },
+    up() {
+      server ??= Bun.serve({ hostname: '127.0.0.1', port, fetch: forward })
+    },
+    stop() {
+      server?.stop(true)
+    },
+  }
+}
+
+/** A notification as Synapse sends it for one device (event_id_only carries less; this is full). */
+export function notification(eventId: string, appId: string, pushkey: string) {
+  return {
+    id: eventId,
+    event_id: eventId,
+    room_id: '!room:example.org',
+    type: 'm.room.message',
+    sender: '@bob:example.org',
+    sender_display_name: 'Bob',
+    prio: 'high',
+    content: { msgtype: 'm.text', body: 'Hello' },
+    counts: { unread: 1 },
+    devices: [{ app_id: appId, pushkey, pushkey_ts: 1_700_000_000, data: {}, tweaks: { sound: 'default' } }],
+  }
+}
+
+export function ensureDir(path: string) {
+  mkdirSync(path, { recursive: true })
+}
