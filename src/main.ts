@@ -84,7 +84,9 @@ export async function serve(config: Config): Promise<void> {
   announce(service, config)
   try {
     // idleTimeout covers the longest answer the proxy gives (the notify deadline), in seconds.
-    app.listen({ hostname: config.host, port: config.port, idleTimeout: 60, maxRequestBodySize: 1024 * 1024 })
+    // The routes refuse oversized bodies themselves, with a JSON 413, from Content-Length or while
+    // reading; the server's own cap (an empty 413) only stops absurd uploads.
+    app.listen({ hostname: config.host, port: config.port, idleTimeout: 60, maxRequestBodySize: 8 * 1024 * 1024 })
   } catch (e) {
     log.fatal({ err: (e as Error).message }, `cannot listen on ${config.host}:${config.port}`)
     process.exit(1)

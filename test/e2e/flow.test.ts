@@ -74,6 +74,10 @@ describe('the executable', () => {
     expect(res.status).toBe(503)
     expect(((await res.json()) as { error: string }).error).toContain('MATRIX_HOMESERVER_URL')
     expect(b.lines.filter((l) => l.includes('PROXY_URL is not set'))).toHaveLength(1)
+    // Oversized bodies get the Matrix JSON error from the proxy, not an empty answer from the server.
+    const huge = await post(`${b.url}/_matrix/push/v1/notify`, JSON.stringify({ notification: { devices: [], pad: 'x'.repeat(2 * 1024 * 1024) } }))
+    expect(huge.status).toBe(413)
+    expect(await huge.json()).toMatchObject({ errcode: 'M_TOO_LARGE' })
     expect(await b.stop()).toBe(0)
   })
 

@@ -4,7 +4,7 @@
  * in for a push token). Secret comparisons are constant-time; the database is private to its owner.
  */
 import { afterEach, describe, expect, test } from 'bun:test'
-import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { constantTimeEqual, tokenHash } from '../../src/secrets.ts'
 import { openSqliteStore } from '../../src/store/sqlite.ts'
@@ -121,8 +121,9 @@ describe('secret comparisons', () => {
 describe('file modes', () => {
   test('the database, its WAL and shared-memory files are 0600 in a 0700 folder, whatever the umask', () => {
     const previous = process.umask(0o022)
+    const root = tempDir()
     try {
-      const dir = join(tempDir(), 'state', 'nested')
+      const dir = join(root, 'state', 'nested')
       const path = join(dir, 'push_tokens.db')
       const store = openSqliteStore(path)
       store.saveRegistration({ selector: SELECTOR, matrixUserId: '@alice:example.org', tokenMsgs: TOKEN_MSGS, appIdMsgs: APP_ID }, 1, () => [])
@@ -132,6 +133,7 @@ describe('file modes', () => {
       expect((statSync(dir).mode & 0o777).toString(8)).toBe('700')
     } finally {
       process.umask(previous)
+      rmSync(root, { recursive: true, force: true })
     }
   })
 })
