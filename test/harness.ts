@@ -27,6 +27,18 @@ export const expectedPusherBody = (pushkey: string, url = 'https://push.example.
   data: { url, format: 'event_id_only' },
 })
 
+/** An HTTP answer as tests look at it: status, headers, text, and the JSON when the text is JSON. */
+export async function readAnswer(response: Response) {
+  const text = await response.text()
+  let json: any
+  try {
+    json = JSON.parse(text)
+  } catch {
+    json = undefined
+  }
+  return { status: response.status, json, text, headers: response.headers }
+}
+
 export function tempDir(prefix = 'm2a-') {
   return mkdtempSync(join(tmpdir(), prefix))
 }
@@ -79,15 +91,7 @@ export async function startHarness(options: HarnessOptions = {}) {
       init.body = typeof body === 'string' ? body : JSON.stringify(body)
       if (typeof body !== 'string') (init.headers as Record<string, string>)['content-type'] = 'application/json'
     }
-    const response = await service.app.handle(new Request(`http://localhost${path}`, init))
-    const text = await response.text()
-    let json: any
-    try {
-      json = JSON.parse(text)
-    } catch {
-      json = undefined
-    }
-    return { status: response.status, json, text, headers: response.headers }
+    return readAnswer(await service.app.handle(new Request(`http://localhost${path}`, init)))
   }
 
   return {

@@ -32,9 +32,12 @@ export interface RunningBinary {
   stop(signal?: NodeJS.Signals | number): Promise<number>
 }
 
-/** Starts `serve` on a free port and resolves once /health answers. */
-export async function startBinary(env: Record<string, string>, cwd?: string): Promise<RunningBinary> {
-  const proc = Bun.spawn([binaryPath()], {
+/**
+ * Starts `serve` on a free port and resolves once it says it listens. `command` runs the executable
+ * some other way (as another user, say).
+ */
+export async function startBinary(env: Record<string, string>, cwd?: string, command: string[] = [binaryPath()]): Promise<RunningBinary> {
+  const proc = Bun.spawn(command, {
     env: { PATH: process.env.PATH ?? '', PROXY_HOST: '127.0.0.1', PROXY_PORT: '0', ...env },
     cwd,
     stdout: 'pipe',

@@ -5,8 +5,8 @@
  */
 import { chmodSync, chownSync, copyFileSync, mkdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { binaryPath } from '../e2e/binary.ts'
-import { tempDir } from '../harness.ts'
+import { binaryPath, startBinary } from '../e2e/binary.ts'
+import { readAnswer, tempDir } from '../harness.ts'
 
 export const isRoot = process.getuid?.() === 0
 /** The user the executable runs as when the tests run as root. */
@@ -65,37 +65,9 @@ export async function spawnService(env: Record<string, string>): Promise<Proc> {
   const command = dropPrivileges
     ? [setpriv!, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', runnableBinary()]
     : [runnableBinary()]
-  const proc = Bun.spawn(command, {
-    env: { PATH: process.env.PATH ?? '', PROXY_HOST: '127.0.0.1', PROXY_PORT: '0', ...env },
-    stdout: 'pipe',
-    stderr: 'pipe',
-  })
-  const lines: string[] = []
-  let port: number | undefined
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    const decoder = new TextDecoder()
-    let rest = ''
-    for await (const chunk of stream) {
-      rest += decoder.decode(chunk, { stream: true })
-      const parts = rest.split('\n')
-      rest = parts.pop()!
-      for (const line of parts) {
-        lines.push(line)
-        const m = line.includes('"msg":"matrix2acrobits listening"') ? /"port":(\d+)/.exec(line) : null
-        if (m) port = Number(m[1])
-      }
-    }
-  }
-  void pump(proc.stdout as ReadableStream<Uint8Array>)
-  void pump(proc.stderr as ReadableStream<Uint8Array>)
-  const end = Date.now() + 15_000
-  while (port === undefined) {
-    if (proc.exitCode !== null) throw new Error(`binary exited with ${proc.exitCode}:\n${lines.join('\n')}`)
-    if (Date.now() > end) throw new Error(`binary did not start:\n${lines.join('\n')}`)
-    await Bun.sleep(10)
-  }
+  const { url, proc, lines } = await startBinary(env, undefined, command)
   return {
-    url: `http://127.0.0.1:${port}`,
+    url,
     pid: proc.pid,
     proc,
     lines,
@@ -112,19 +84,13 @@ export async function spawnService(env: Record<string, string>): Promise<Proc> {
 }
 
 export async function post(url: string, body: unknown, headers: Record<string, string> = {}) {
-  const response = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
-  })
-  const text = await response.text()
-  let json: any
-  try {
-    json = JSON.parse(text)
-  } catch {
-    json = undefined
-  }
-  return { status: response.status, json, text, headers: response.headers }
+  return readAnswer(
+    await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...headers },
+      body: typeof body === 'string' ? body : JSON.stringify(body),
+    }),
+  )
 }
 
 /**

@@ -4,7 +4,7 @@
  */
 import { expect } from 'bun:test'
 import fc from 'fast-check'
-import type { Harness } from '../harness.ts'
+import { readAnswer, type Harness } from '../harness.ts'
 
 export const CONTENT_TYPES = [
   'application/json',
@@ -35,15 +35,8 @@ export async function send(h: Harness, path: string, body: string | Uint8Array |
   const logged = h.logs.lines.length
   const headers: Record<string, string> = {}
   if (contentType !== undefined) headers['content-type'] = contentType
-  const response = await h.app.handle(new Request(`http://localhost${path}`, { method, headers, body }))
-  const text = await response.text()
-  let json: any
-  try {
-    json = JSON.parse(text)
-  } catch {
-    json = undefined
-  }
-  return { status: response.status, text, json, contentType: response.headers.get('content-type'), logged }
+  const answer = await readAnswer(await h.app.handle(new Request(`http://localhost${path}`, { method, headers, body })))
+  return { ...answer, contentType: answer.headers.get('content-type'), logged }
 }
 
 export const snapshot = (h: Harness) =>
