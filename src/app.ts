@@ -200,7 +200,7 @@ export function createApp(deps: AppDeps) {
 export async function metricsResponse(deps: Pick<AppDeps, 'metrics' | 'store'>): Promise<Response> {
   try {
     deps.metrics.storedTokens.set(deps.store.countRegistrations())
-    deps.metrics.pusherJobsPending.set(deps.store.pendingJobs().length)
+    deps.metrics.pusherJobsPending.set(deps.store.countPendingJobs())
   } catch {
     // A database fault must not hide the other metrics.
   }

@@ -123,6 +123,7 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
     ),
     nextDue: db.prepare<{ t: number | null }, []>('SELECT min(next_attempt_at) AS t FROM pusher_jobs'),
     pending: db.prepare<JobRow, []>('SELECT * FROM pusher_jobs ORDER BY id'),
+    pendingCount: db.prepare<{ n: number }, []>('SELECT count(*) AS n FROM pusher_jobs'),
   }
 
   const queue = (selector: string, ops: PusherOp[], now: number): PusherJob[] =>
@@ -191,6 +192,7 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
     rescheduleJob: (id, nextAttemptAt, error) => void q.reschedule.run(nextAttemptAt, error, id),
     nextJobDue: () => orUndefined(q.nextDue.get()!.t),
     pendingJobs: () => q.pending.all().map(toJob),
+    countPendingJobs: () => q.pendingCount.get()!.n,
     probeWritable: () => void db.run('PRAGMA user_version = ' + (db.query('PRAGMA user_version').get() as { user_version: number }).user_version),
     // close() alone leaves the connection open while prepared statements live (sqlite3_close_v2):
     // the WAL would stay unmerged at shutdown and a reopened connection would leak the old one.
@@ -264,6 +266,7 @@ export function openSqliteStore(path: string, options: { busyTimeoutMs?: number 
     rescheduleJob: guarded((s) => s.rescheduleJob),
     nextJobDue: guarded((s) => s.nextJobDue),
     pendingJobs: guarded((s) => s.pendingJobs),
+    countPendingJobs: guarded((s) => s.countPendingJobs),
     probeWritable: guarded((s) => s.probeWritable),
     close: () => {
       closed = true

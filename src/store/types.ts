@@ -56,6 +56,7 @@ export interface TokenStore {
   /** Earliest time a pending job becomes due, if any. */
   nextJobDue(): number | undefined
   pendingJobs(): PusherJob[]
+  countPendingJobs(): number
   /** A cheap write that tells whether the database accepts writes now. */
   probeWritable(): void
   close(): void
