@@ -98,7 +98,7 @@ export function createPasswordVerifier(o: {
         refuse('rate_limited', rateLimited('Too many failed attempts; try again later', wait))
       }
 
-      let session: { userId: string; accessToken: string }
+      let session: { userId: string; accessToken?: string }
       try {
         session = await loginWaitingOutRateLimit(username, password)
       } catch (e) {
@@ -114,10 +114,12 @@ export function createPasswordVerifier(o: {
         refuse('homeserver_unavailable', unavailable('The homeserver could not check the credentials; try again later', retry))
       }
 
-      try {
-        await o.matrix.logout(session.accessToken)
-      } catch (e) {
-        o.log.warn({ user_id: session.userId, session: tokenHash(session.accessToken), err: (e as Error).message }, 'logout of the password-check session failed')
+      if (session.accessToken !== undefined) {
+        try {
+          await o.matrix.logout(session.accessToken)
+        } catch (e) {
+          o.log.warn({ user_id: session.userId, session: tokenHash(session.accessToken), err: (e as Error).message }, 'logout of the password-check session failed')
+        }
       }
       if (cache.size >= MAX_TRACKED) cache.delete(cache.keys().next().value!)
       cache.set(ck, { userId: session.userId, until: o.now() + ttl })

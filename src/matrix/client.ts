@@ -43,7 +43,7 @@ export interface PusherBody {
 
 export interface MatrixClient {
   /** m.login.password with an m.id.user identifier. */
-  login(username: string, password: string): Promise<{ userId: string; accessToken: string }>
+  login(username: string, password: string): Promise<{ userId: string; accessToken?: string }>
   logout(accessToken: string): Promise<void>
   /** pushers/set acting as `userId` through the application service. */
   setPusher(userId: string, body: PusherBody): Promise<void>
@@ -116,10 +116,9 @@ export function createMatrixClient(options: {
           initial_device_display_name: 'matrix2acrobits password check',
         },
       })
-      if (typeof json.user_id !== 'string' || typeof json.access_token !== 'string') {
-        throw new MatrixError('bad_response', 'login answer has no user_id or access_token')
-      }
-      return { userId: json.user_id, accessToken: json.access_token }
+      if (typeof json.user_id !== 'string') throw new MatrixError('bad_response', 'login answer has no user_id')
+      // Without a session token there is no session to log out; the user is known all the same.
+      return { userId: json.user_id, accessToken: typeof json.access_token === 'string' ? json.access_token : undefined }
     },
     async logout(accessToken) {
       await call('POST', '/_matrix/client/v3/logout', { token: accessToken, body: {} })

@@ -259,3 +259,21 @@ describe('homeserver login rate limits', () => {
     expect(h.synapse.calls('/_matrix/client/v3/login')).toHaveLength(1)
   })
 })
+
+describe('homeserver answers outside the common path', () => {
+  test('a login answer without access_token still names the user; no logout is attempted', async () => {
+    h = await startHarness()
+    h.synapse.override((r) => (r.path.endsWith('/login') ? Response.json({ user_id: '@alice:example.org' }) : undefined))
+    const res = await h.report(report())
+    expect(res.status).toBe(200)
+    expect(h.store.getRegistration(SELECTOR)!.matrixUserId).toBe('@alice:example.org')
+    expect(h.synapse.calls('/_matrix/client/v3/logout')).toHaveLength(0)
+  })
+
+  test('a failing logout does not fail the report', async () => {
+    h = await startHarness()
+    h.synapse.override((r) => (r.path.endsWith('/logout') ? new Response('nope', { status: 500 }) : undefined))
+    expect((await h.report(report())).status).toBe(200)
+    expect(h.logs.parsed().some((l) => l.msg === 'logout of the password-check session failed')).toBe(true)
+  })
+})
