@@ -60,6 +60,9 @@ function validationMessage(error: unknown): string {
  * TypeBox yields the first error lazily, in linear time.
  */
 function assertMatches(schema: TSchema, value: unknown): unknown {
+  // Checking is linear too and a quarter of the cost of the error iterator: a valid body (nearly
+  // every one) never starts it.
+  if (Value.Check(schema, value)) return value
   const first = Value.Errors(schema, value).First()
   if (first) throw badRequest(validationMessage({ valueError: first }))
   return value

@@ -11,27 +11,44 @@ export interface Dedupe {
 export function createDedupe(options: { now: () => number; ttlMs?: number; maxEntries?: number }): Dedupe {
   const ttl = options.ttlMs ?? 60 * 60 * 1000
   const max = options.maxEntries ?? 200_000
-  // Map keeps insertion order, so the first entries are the oldest.
-  const delivered = new Map<string, number>()
+  // key -> its slot in the queue below, oldest first; a key remembered again moves to a new slot.
+  // Not Map iteration order: evicting from the start of a Map walks over every entry deleted before
+  // (JSC keeps them until it rehashes), and at the cap that cost up to 100 µs a notification.
+  const slotOf = new Map<string, number>()
+  let keys: string[] = []
+  let ats: number[] = []
+  let first = 0 // slot number of keys[0]
+  let head = 0 // index of the oldest slot not yet passed; a slot whose key moved on is skipped
   const key = (pushkey: string, eventId: string) => `${eventId}\u0000${pushkey}`
 
   const evict = (now: number) => {
-    for (const [k, at] of delivered) {
-      if (delivered.size <= max && at + ttl > now) break
-      delivered.delete(k)
+    for (; head < keys.length; head++) {
+      const k = keys[head]!
+      if (slotOf.get(k) === first + head) {
+        if (slotOf.size <= max && ats[head]! + ttl > now) break
+        slotOf.delete(k)
+      }
+      keys[head] = '' // a passed slot must not keep its key alive until the next compaction
+    }
+    if (head > 1024 && head * 2 > keys.length) {
+      keys = keys.slice(head)
+      ats = ats.slice(head)
+      first += head
+      head = 0
     }
   }
 
   return {
     seen(pushkey, eventId) {
-      const at = delivered.get(key(pushkey, eventId))
-      return at !== undefined && at + ttl > options.now()
+      const slot = slotOf.get(key(pushkey, eventId))
+      return slot !== undefined && ats[slot - first]! + ttl > options.now()
     },
     remember(pushkey, eventId) {
       const now = options.now()
       const k = key(pushkey, eventId)
-      delivered.delete(k)
-      delivered.set(k, now)
+      slotOf.set(k, first + keys.length)
+      keys.push(k)
+      ats.push(now)
       evict(now)
     },
   }

@@ -38,7 +38,13 @@ export function createPnmClient(options: { url: string; maxInflight: number; fet
   let inflight = 0
 
   async function send(request: PnmRequest, timeoutMs: number): Promise<PnmAnswer> {
-    const signal = AbortSignal.timeout(timeoutMs)
+    // What AbortSignal.timeout does, but the timer goes as soon as the answer is read: a timeout
+    // signal lives out its full delay, and at thousands of requests per second the idle ones held
+    // megabytes (scripts/bench.ts).
+    const controller = new AbortController()
+    const { signal } = controller
+    const timer = setTimeout(() => controller.abort(new DOMException('The operation timed out.', 'TimeoutError')), timeoutMs)
+    timer.unref()
     try {
       const response = await doFetch(options.url, {
         method: 'POST',
@@ -53,6 +59,7 @@ export function createPnmClient(options: { url: string; maxInflight: number; fet
       if (signal.aborted) return { kind: 'timeout', afterMs: timeoutMs }
       return { kind: 'network', message: err.message }
     } finally {
+      clearTimeout(timer)
       inflight--
     }
   }

@@ -14,6 +14,35 @@ describe('dedupe', () => {
     now = 1000
     expect(d.seen('pk', '$e')).toBe(false)
   })
+  test('an event remembered again lives from its newest time, not its first', () => {
+    let now = 0
+    const d = createDedupe({ now: () => now, ttlMs: 1000 })
+    d.remember('pk', '$1')
+    d.remember('pk', '$2')
+    now = 500
+    d.remember('pk', '$1')
+    now = 1200
+    d.remember('pk', '$3') // evicts what expired: $2, and the first slot of $1, not $1 itself
+    expect(d.seen('pk', '$1')).toBe(true)
+    expect(d.seen('pk', '$2')).toBe(false)
+    now = 1500
+    expect(d.seen('pk', '$1')).toBe(false)
+    expect(d.seen('pk', '$3')).toBe(true)
+  })
+
+  test('keeps answering right across many evictions and compactions', () => {
+    let now = 0
+    const d = createDedupe({ now: () => now, ttlMs: 100, maxEntries: 50 })
+    for (let i = 0; i < 5000; i++) {
+      now = i
+      d.remember('pk', `$${i}`)
+      if (i % 7 === 0) d.remember('pk', `$${i - 3}`)
+    }
+    expect(d.seen('pk', '$4999')).toBe(true)
+    expect(d.seen('pk', '$4900')).toBe(false) // beyond the 50 newest entries
+    expect(d.seen('pk', '$10')).toBe(false)
+  })
+
   test('stays bounded, forgetting the oldest first', () => {
     const d = createDedupe({ now: () => 0, maxEntries: 3 })
     for (const e of ['$1', '$2', '$3', '$4']) d.remember('pk', e)

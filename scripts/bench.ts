@@ -1,0 +1,518 @@
+/**
+ * Speed and footprint of the service against the floor of its runtime, measured in one run on one
+ * machine (everything on 127.0.0.1):
+ *   - an instant fake PNM and fake Synapse (scripts/bench-fakes.ts), in this process;
+ *   - the service's executable, built here (scripts/build.ts), with 1,000 or 1,000,000 stored tokens;
+ *   - the baseline: a minimal forwarder on the same runtime (scripts/bench-baseline.ts), compiled
+ *     with the same flags;
+ *   - autocannon on Node (scripts/bench-load.ts) sending notifications as Synapse does.
+ * Every figure is printed beside the baseline's and as a ratio, so the noise of a shared machine
+ * cancels out. The result is printed as a Markdown table and written as JSON.
+ *
+ *   npm run bench                 (about 4 minutes)
+ *   npm run bench -- --quick      (about 1 minute: shorter measurements)
+ *   npm run bench -- --out f.json (where the JSON goes; default: a timestamped file in the temp dir)
+ */
+import { Database } from 'bun:sqlite'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { cpus, freemem, loadavg, tmpdir, totalmem } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { migrate } from '../src/store/migrations.ts'
+import { buildExecutable } from './build.ts'
+import { BENCH_APP_ID, BENCH_SERVER_NAME, selectorFor, tokenFor } from './bench-data.ts'
+import { startInstantPnm, startInstantSynapse } from './bench-fakes.ts'
+import type { LoadKind, LoadResult, LoadSpec } from './bench-load.ts'
+
+const root = join(import.meta.dir, '..')
+const NOTIFY_PATH = '/_matrix/push/v1/notify'
+const REPORT_PATH = '/api/client/push_token_report'
+const AS_TOKEN = 'bench-as-token-0123456789'
+const CONCURRENCY = [1, 16, 128] as const
+const SMALL_TABLE = 1_000
+const CLK_TCK = Number(Bun.spawnSync(['getconf', 'CLK_TCK']).stdout.toString().trim()) || 100
+
+const { values: args } = parseArgs({
+  args: Bun.argv.slice(2),
+  options: {
+    quick: { type: 'boolean' },
+    out: { type: 'string' },
+    'large-table': { type: 'string' },
+  },
+})
+const quick = args.quick === true
+const WARMUP_S = quick ? 0.5 : 1.5
+const MEASURE_S = quick ? 2 : 6
+const LARGE_TABLE = Number(args['large-table'] ?? 1_000_000)
+const STARTS = quick ? 3 : 7
+const TABLE_REPS = quick ? 2 : 3
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+interface Target {
+  name: string
+  proc: ReturnType<typeof Bun.spawn>
+  url: string
+  pid: number
+  logFile?: string
+}
+
+function freePort(): number {
+  const probe = Bun.serve({ hostname: '127.0.0.1', port: 0, fetch: () => new Response() })
+  const port = probe.port!
+  probe.stop(true)
+  return port
+}
+
+/** utime + stime of every thread of the process, in ms. */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  // Fields 14 and 15 of proc(5); the slice starts at field 3.
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK
+}
+
+/** Peak resident set size (VmHWM) in MiB. */
+function peakRssMiB(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return m ? Number(m[1]) / 1024 : NaN
+}
+
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return m ? Number(m[1]) / 1024 : NaN
+}
+
+/** Sets the process's peak RSS back to its current RSS (proc(5), clear_refs "5"). */
+function resetPeakRss(pid: number) {
+  writeFileSync(`/proc/${pid}/clear_refs`, '5')
+}
+
+async function waitHealthy(url: string, proc: ReturnType<typeof Bun.spawn>, started: number): Promise<number> {
+  const deadline = started + 15_000
+  for (;;) {
+    try {
+      const res = await fetch(`${url}/health`)
+      if (res.ok) {
+        await res.arrayBuffer()
+        return performance.now() - started
+      }
+    } catch {
+      // not listening yet
+    }
+    if (proc.exitCode !== null) throw new Error(`${url}: exited with ${proc.exitCode} before /health answered`)
+    if (performance.now() > deadline) throw new Error(`${url}: /health did not answer within 15 s`)
+    await Bun.sleep(1)
+  }
+}
+
+async function startTarget(name: string, exe: string, env: Record<string, string>, logFile: string): Promise<Target & { readyMs: number }> {
+  const port = freePort()
+  const started = performance.now()
+  const proc = Bun.spawn([exe], {
+    env: { PATH: process.env.PATH ?? '', PORT: String(port), PROXY_HOST: '127.0.0.1', PROXY_PORT: String(port), ...env },
+    stdout: Bun.file(logFile),
+    stderr: 'inherit',
+    cwd: dirname(exe),
+  })
+  const url = `http://127.0.0.1:${port}`
+  const readyMs = await waitHealthy(url, proc, started)
+  return { name, proc, url, pid: proc.pid, logFile, readyMs }
+}
+
+async function stopTarget(t: Target) {
+  t.proc.kill('SIGTERM')
+  await t.proc.exited
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+
+interface Measurement extends LoadResult {
+  target: string
+  kind: LoadKind
+  connections: number
+  cpuMsPer1000: number
+  peakRssMiB: number
+}
+
+let loadJs = ''
+let runCounter = 0
+
+async function measure(target: Target, kind: LoadKind, connections: number, tokens: number): Promise<Measurement> {
+  runCounter++
+  const spec: LoadSpec = {
+    root,
+    url: target.url,
+    path: kind === 'report' ? REPORT_PATH : NOTIFY_PATH,
+    kind,
+    connections,
+    warmupSeconds: WARMUP_S,
+    seconds: MEASURE_S,
+    tokens,
+    tag: `${Date.now().toString(16)}${runCounter.toString(16).padStart(3, '0')}`,
+    seed: runCounter * 7919,
+    expectBody: kind === 'report' ? '{}' : '{"rejected":[]}',
+  }
+  const driver = Bun.spawn(['node', loadJs, JSON.stringify(spec)], { stdin: 'pipe', stdout: 'pipe', stderr: 'inherit' })
+  const reader = driver.stdout.getReader()
+  const decoder = new TextDecoder()
+  let buffered = ''
+  const nextLine = async (): Promise<Record<string, any>> => {
+    for (;;) {
+      const nl = buffered.indexOf('\n')
+      if (nl >= 0) {
+        const line = buffered.slice(0, nl)
+        buffered = buffered.slice(nl + 1)
+        return JSON.parse(line)
+      }
+      const { done, value } = await reader.read()
+      if (done) throw new Error(`load generator exited (${await driver.exited}) without an answer`)
+      buffered += decoder.decode(value, { stream: true })
+    }
+  }
+  await nextLine() // warm
+  const cpuBefore = cpuMs(target.pid)
+  resetPeakRss(target.pid)
+  driver.stdin.write('go\n')
+  await driver.stdin.flush()
+  const result = (await nextLine()) as LoadResult
+  const cpuAfter = cpuMs(target.pid)
+  const peak = peakRssMiB(target.pid)
+  await driver.exited
+  const m: Measurement = {
+    ...result,
+    target: target.name,
+    kind,
+    connections,
+    cpuMsPer1000: result.ok > 0 ? ((cpuAfter - cpuBefore) / result.ok) * 1000 : NaN,
+    peakRssMiB: peak,
+  }
+  const failed = m.non2xx + m.errors + m.timeouts + m.mismatches
+  process.stderr.write(
+    `  ${target.name.padEnd(14)} ${kind.padEnd(20)} c=${String(connections).padEnd(3)} ` +
+      `${m.perSecond.toFixed(0).padStart(6)}/s  p50 ${m.latencyMs.p50.toFixed(2)} ms  p99 ${m.latencyMs.p99.toFixed(2)} ms  ` +
+      `cpu ${m.cpuMsPer1000.toFixed(0)} ms/1000  peak ${m.peakRssMiB.toFixed(1)} MiB${failed ? `  FAILED ${failed}` : ''}\n`,
+  )
+  if (failed > 0) {
+    throw new Error(`${target.name}: ${m.non2xx} non-2xx, ${m.errors} errors, ${m.timeouts} timeouts, ${m.mismatches} wrong bodies`)
+  }
+  return m
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup
+
+function seedTokens(path: string, n: number): { ms: number; plan: string } {
+  const started = performance.now()
+  mkdirSync(dirname(path), { recursive: true })
+  const db = new Database(path, { create: true })
+  migrate(db) // the schema, by the service's own migrations
+  db.run('PRAGMA synchronous = OFF')
+  db.run('PRAGMA cache_size = -400000')
+  const insert = db.prepare(
+    `INSERT INTO registrations (selector, username, matrix_user_id, token_msgs, app_id_msgs, token_calls, app_id_calls, created_at, updated_at)
+     VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?)`,
+  )
+  const now = Date.now()
+  db.transaction(() => {
+    for (let i = 0; i < n; i++) {
+      insert.run(selectorFor(i), `user${i}`, `@user${i}:${BENCH_SERVER_NAME}`, tokenFor(i), BENCH_APP_ID, now, now)
+    }
+  })()
+  db.run('PRAGMA journal_mode = WAL')
+  const plan = db
+    .query<{ detail: string }, [string, string]>(
+      // The service's own lookup (src/store/sqlite.ts, byPushkey).
+      'EXPLAIN QUERY PLAN SELECT * FROM registrations WHERE token_msgs = ? AND app_id_msgs = ?',
+    )
+    .all(tokenFor(0), BENCH_APP_ID)
+    .map((r) => r.detail)
+    .join('; ')
+  const count = db.query<{ n: number }, []>('SELECT count(*) AS n FROM registrations').get()!.n
+  db.close()
+  if (count !== n) throw new Error(`seeded ${count} rows instead of ${n}`)
+  if (!plan.includes('USING INDEX registrations_token_msgs')) throw new Error(`the pushkey lookup does not use its index: ${plan}`)
+  return { ms: performance.now() - started, plan }
+}
+
+function compileBaseline(outfile: string) {
+  const result = Bun.spawnSync(
+    [
+      process.execPath,
+      'build',
+      join(root, 'scripts/bench-baseline.ts'),
+      '--compile',
+      '--minify-whitespace',
+      '--minify-syntax',
+      '--sourcemap',
+      '--no-compile-autoload-dotenv',
+      '--no-compile-autoload-bunfig',
+      '--outfile',
+      outfile,
+    ],
+    { cwd: root, stdout: 'ignore', stderr: 'inherit' },
+  )
+  if (result.exitCode !== 0) throw new Error('could not compile the baseline')
+}
+
+function bundleLoadGenerator(outfile: string) {
+  const result = Bun.spawnSync(
+    [process.execPath, 'build', join(root, 'scripts/bench-load.ts'), '--target=node', '--format=esm', '--outfile', outfile],
+    { cwd: root, stdout: 'ignore', stderr: 'inherit' },
+  )
+  if (result.exitCode !== 0) throw new Error('could not bundle the load generator')
+}
+
+function machine() {
+  const cpuModel = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? cpus()[0]?.model ?? 'unknown'
+  return {
+    cpus: navigator.hardwareConcurrency,
+    cpuModel,
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    freeMemoryGiB: Math.round(freemem() / 2 ** 30),
+    kernel: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
+    bun: Bun.version,
+    node: Bun.spawnSync(['node', '--version']).stdout.toString().trim(),
+    loadAverageAtStart: loadavg().map((l) => Math.round(l * 100) / 100),
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+const ratio = (proxy: number, base: number) => proxy / base
+const f = (n: number, digits = 0) =>
+  Number.isFinite(n) ? n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : 'n/a'
+const mark = (ok: boolean | undefined) => (ok === undefined ? '' : ok ? ' ✓' : ' ✗')
+
+function cell(proxy: number, base: number, digits: number, ok?: boolean) {
+  return `${f(proxy, digits)} / ${f(base, digits)} (×${f(ratio(proxy, base), 2)}${mark(ok)})`
+}
+
+async function main() {
+  const startedAt = new Date()
+  const dir = mkdtempSync(join(tmpdir(), 'm2a-bench-'))
+  const children: Target[] = []
+  const pnm = startInstantPnm()
+  const synapse = startInstantSynapse(AS_TOKEN)
+  const cleanup = async () => {
+    for (const c of children) if (c.proc.exitCode === null) c.proc.kill('SIGKILL')
+    pnm.stop()
+    synapse.stop()
+    rmSync(dir, { recursive: true, force: true })
+  }
+  process.on('SIGINT', () => void cleanup().then(() => process.exit(130)))
+
+  try {
+    const host = machine()
+    process.stderr.write(`machine: ${host.cpus} CPUs, ${host.cpuModel}, ${host.memoryGiB} GiB; bun ${host.bun}, node ${host.node}\n`)
+    process.stderr.write(`building into ${dir}\n`)
+    const exe = join(dir, 'matrix2acrobits')
+    const baselineExe = join(dir, 'baseline')
+    loadJs = join(dir, 'bench-load.mjs')
+    buildExecutable(exe)
+    compileBaseline(baselineExe)
+    bundleLoadGenerator(loadJs)
+
+    const smallDb = join(dir, 'small', 'tokens.db')
+    const largeDb = join(dir, 'large', 'tokens.db')
+    const reportsDb = join(dir, 'reports', 'tokens.db')
+    mkdirSync(join(dir, 'reports'))
+    const small = seedTokens(smallDb, SMALL_TABLE)
+    process.stderr.write(`seeding ${f(LARGE_TABLE)} tokens...\n`)
+    const large = seedTokens(largeDb, LARGE_TABLE)
+    process.stderr.write(`seeded in ${f(large.ms)} ms; lookup plan: ${large.plan}\n`)
+
+    const baseEnv = { PNM_URL: pnm.url, SYNAPSE_URL: synapse.url, AS_TOKEN }
+    const proxyEnv = (db: string) => ({
+      PUSH_TOKEN_DB_PATH: db,
+      PNM_URL: pnm.url,
+      AUTH_MODE: 'none',
+      MATRIX_SERVER_NAME: BENCH_SERVER_NAME,
+      LOGLEVEL: 'INFO',
+    })
+    const reportEnv = {
+      ...proxyEnv(reportsDb),
+      PROXY_URL: 'http://127.0.0.1:8080',
+      MATRIX_HOMESERVER_URL: synapse.url,
+      MATRIX_AS_TOKEN: AS_TOKEN,
+    }
+
+    // Start to first successful /health: cold starts, one after the other, median.
+    process.stderr.write('start to ready...\n')
+    const readiness: Record<string, number[]> = { baseline: [], proxy: [], proxyLarge: [] }
+    for (let i = 0; i < STARTS; i++) {
+      for (const [key, name, file, env] of [
+        ['baseline', 'baseline', baselineExe, baseEnv],
+        ['proxy', 'proxy', exe, proxyEnv(smallDb)],
+        ['proxyLarge', 'proxy-1M', exe, proxyEnv(largeDb)],
+      ] as const) {
+        const t = await startTarget(name, file, env, join(dir, `start-${key}.log`))
+        readiness[key]!.push(t.readyMs)
+        await stopTarget(t)
+      }
+    }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+    const ready = { baseline: median(readiness.baseline!), proxy: median(readiness.proxy!), proxyLarge: median(readiness.proxyLarge!) }
+    process.stderr.write(`  baseline ${f(ready.baseline, 1)} ms, proxy ${f(ready.proxy, 1)} ms, proxy with ${f(LARGE_TABLE)} tokens ${f(ready.proxyLarge, 1)} ms\n`)
+
+    // Throughput, latency, CPU and memory at each concurrency, baseline and proxy back to back.
+    const baseline = await startTarget('baseline', baselineExe, baseEnv, join(dir, 'baseline.log'))
+    children.push(baseline)
+    const proxy = await startTarget('proxy', exe, proxyEnv(smallDb), join(dir, 'proxy.log'))
+    children.push(proxy)
+    const idle = { proxy: rssMiB(proxy.pid), baseline: rssMiB(baseline.pid) }
+    const notify: { kind: LoadKind; connections: number; proxy: Measurement; baseline: Measurement }[] = []
+    let order = 0
+    for (const kind of ['notify-full', 'notify-event-id-only'] as const) {
+      for (const connections of CONCURRENCY) {
+        const pair = order++ % 2 === 0 ? [baseline, proxy] : [proxy, baseline]
+        const results: Record<string, Measurement> = {}
+        for (const t of pair) results[t.name] = await measure(t, kind, connections, SMALL_TABLE)
+        notify.push({ kind, connections, proxy: results.proxy!, baseline: results.baseline! })
+      }
+    }
+    const logBytes = statSync(proxy.logFile!).size
+    const logText = readFileSync(proxy.logFile!, 'utf8')
+    const logLines = logText.split('\n').filter(Boolean)
+    // The two start-up warnings this set-up is expected to give (no PROXY_URL, AUTH_MODE=none) aside.
+    const problems = logLines.filter((l) => /"level":"(warn|error|fatal)"/.test(l) && !/AUTH_MODE=none|PROXY_URL is not set/.test(l))
+    const notifyLogged = logLines.filter((l) => l.includes(`"route":"${NOTIFY_PATH}"`)).length
+    await stopTarget(proxy)
+
+    // Lookup cost against the table size: the same executable, fresh, on 1,000 and on 1,000,000
+    // tokens, measured alternately.
+    process.stderr.write(`notify latency, ${f(SMALL_TABLE)} vs ${f(LARGE_TABLE)} stored tokens...\n`)
+    const proxySmall = await startTarget('proxy-1k', exe, proxyEnv(smallDb), join(dir, 'proxy-small.log'))
+    children.push(proxySmall)
+    const proxyLarge = await startTarget('proxy-1M', exe, proxyEnv(largeDb), join(dir, 'proxy-large.log'))
+    children.push(proxyLarge)
+    const tableSize: { connections: number; small: Measurement[]; large: Measurement[] }[] = []
+    for (const connections of [1, 16]) {
+      const entry = { connections, small: [] as Measurement[], large: [] as Measurement[] }
+      for (let rep = 0; rep < TABLE_REPS; rep++) {
+        const smallFirst = rep % 2 === 0
+        if (smallFirst) entry.small.push(await measure(proxySmall, 'notify-full', connections, SMALL_TABLE))
+        entry.large.push(await measure(proxyLarge, 'notify-full', connections, LARGE_TABLE))
+        if (!smallFirst) entry.small.push(await measure(proxySmall, 'notify-full', connections, SMALL_TABLE))
+      }
+      tableSize.push(entry)
+    }
+    await stopTarget(proxyLarge)
+    await stopTarget(proxySmall)
+
+    // Token reports, each registering a pusher on the (instant) fake Synapse.
+    process.stderr.write('token reports...\n')
+    mkdirSync(dirname(reportsDb), { recursive: true })
+    const reporter = await startTarget('proxy-reports', exe, reportEnv, join(dir, 'proxy-reports.log'))
+    children.push(reporter)
+    const reports: { connections: number; proxy: Measurement; baseline: Measurement }[] = []
+    for (const connections of [1, 16]) {
+      const b = await measure(baseline, 'report', connections, 0)
+      const p = await measure(reporter, 'report', connections, 0)
+      reports.push({ connections, proxy: p, baseline: b })
+    }
+    const reporterLog = readFileSync(reporter.logFile!, 'utf8')
+    const pushersRegistered = (reporterLog.match(/"msg":"pusher registered"/g) ?? []).length
+    await stopTarget(reporter)
+    await stopTarget(baseline)
+
+    const sizes = { proxy: statSync(exe).size / 2 ** 20, baseline: statSync(baselineExe).size / 2 ** 20 }
+
+    // -----------------------------------------------------------------------------------------
+    const peakProxy = Math.max(...notify.map((n) => n.proxy.peakRssMiB))
+    const peakBase = Math.max(...notify.map((n) => n.baseline.peakRssMiB))
+    const medianOf = (ms: Measurement[], pick: (m: Measurement) => number) => {
+      const xs = ms.map(pick).sort((a, b) => a - b)
+      return xs.length % 2 ? xs[(xs.length - 1) / 2]! : (xs[xs.length / 2 - 1]! + xs[xs.length / 2]!) / 2
+    }
+    const checks = {
+      throughput: notify.every((n) => ratio(n.proxy.perSecond, n.baseline.perSecond) >= 0.8),
+      p99: notify.every((n) => ratio(n.proxy.latencyMs.p99, n.baseline.latencyMs.p99) <= 1.5),
+      tableSize: tableSize.every((t) => ratio(medianOf(t.large, (m) => m.latencyMs.p50), medianOf(t.small, (m) => m.latencyMs.p50)) <= 1.1),
+      peakRss: ratio(peakProxy, peakBase) <= 1.5,
+      ready: ready.proxy <= 200 && ready.proxyLarge <= 200,
+    }
+
+    const lines: string[] = []
+    lines.push('Each cell: proxy / baseline (×ratio). ✓/✗: target met or missed.', '')
+    lines.push('| notify, Synapse format, concurrency | notifications/s (≥ ×0.8) | latency p50 ms | latency p99 ms (≤ ×1.5) | CPU ms per 1000 | peak RSS MiB (≤ ×1.5) |')
+    lines.push('|---|---|---|---|---|---|')
+    for (const n of notify) {
+      const name = `${n.kind === 'notify-full' ? 'full' : 'event_id_only'}, ${n.connections}`
+      lines.push(
+        `| ${name} | ${cell(n.proxy.perSecond, n.baseline.perSecond, 0, ratio(n.proxy.perSecond, n.baseline.perSecond) >= 0.8)} ` +
+          `| ${cell(n.proxy.latencyMs.p50, n.baseline.latencyMs.p50, 2)} ` +
+          `| ${cell(n.proxy.latencyMs.p99, n.baseline.latencyMs.p99, 2, ratio(n.proxy.latencyMs.p99, n.baseline.latencyMs.p99) <= 1.5)} ` +
+          `| ${cell(n.proxy.cpuMsPer1000, n.baseline.cpuMsPer1000, 0)} ` +
+          `| ${cell(n.proxy.peakRssMiB, n.baseline.peakRssMiB, 1)} |`,
+      )
+    }
+    lines.push('')
+    lines.push('| figure | proxy | baseline | ratio | target |')
+    lines.push('|---|---|---|---|---|')
+    lines.push(`| peak RSS under load, MiB (idle before load) | ${f(peakProxy, 1)} (${f(idle.proxy, 1)}) | ${f(peakBase, 1)} (${f(idle.baseline, 1)}) | ×${f(ratio(peakProxy, peakBase), 2)} | ≤ ×1.5${mark(checks.peakRss)} |`)
+    lines.push(`| start to first successful /health, ms (median of ${STARTS}) | ${f(ready.proxy, 1)} | ${f(ready.baseline, 1)} | ×${f(ratio(ready.proxy, ready.baseline), 2)} | ≤ 200 ms${mark(ready.proxy <= 200)} |`)
+    lines.push(`| start to first successful /health with ${f(LARGE_TABLE)} tokens, ms | ${f(ready.proxyLarge, 1)} | ${f(ready.baseline, 1)} | ×${f(ratio(ready.proxyLarge, ready.baseline), 2)} | ≤ 200 ms${mark(ready.proxyLarge <= 200)} |`)
+    lines.push(`| executable size, MiB | ${f(sizes.proxy, 1)} | ${f(sizes.baseline, 1)} | ×${f(ratio(sizes.proxy, sizes.baseline), 2)} | |`)
+    for (const r of reports) {
+      lines.push(
+        `| token reports/s with pusher registration, concurrency ${r.connections} (baseline: one pushers/set, no database) | ${f(r.proxy.perSecond)} | ${f(r.baseline.perSecond)} | ×${f(ratio(r.proxy.perSecond, r.baseline.perSecond), 2)} | |`,
+      )
+    }
+    lines.push('')
+    lines.push(`| notify latency (full), same executable, median of ${TABLE_REPS} runs | ${f(SMALL_TABLE)} tokens | ${f(LARGE_TABLE)} tokens | ratio | target |`)
+    lines.push('|---|---|---|---|---|')
+    for (const t of tableSize) {
+      for (const [label, pick] of [
+        ['p50', (m: Measurement) => m.latencyMs.p50],
+        ['mean', (m: Measurement) => m.latencyMs.mean],
+        ['p99', (m: Measurement) => m.latencyMs.p99],
+      ] as const) {
+        const s = medianOf(t.small, pick)
+        const l = medianOf(t.large, pick)
+        const judged = label === 'p50'
+        lines.push(`| concurrency ${t.connections}, ${label} ms | ${f(s, 3)} | ${f(l, 3)} | ×${f(l / s, 2)} | ${judged ? `≤ ×1.1${mark(l / s <= 1.1)}` : ''} |`)
+      }
+    }
+    const table = lines.join('\n')
+
+    const result = {
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      command: `npm run bench${quick ? ' -- --quick' : ''}`,
+      machine: host,
+      settings: { warmupSeconds: WARMUP_S, measureSeconds: MEASURE_S, smallTable: SMALL_TABLE, largeTable: LARGE_TABLE, logLevel: 'INFO', logDestination: 'file' },
+      checks,
+      ready: { ...ready, samples: readiness },
+      sizesMiB: sizes,
+      idleRssMiB: idle,
+      peakRssMiB: { proxy: peakProxy, baseline: peakBase },
+      notify,
+      tableSize,
+      reports: { runs: reports, pushersRegisteredByProxy: pushersRegistered, pushersSetOnFakeByBoth: synapse.pushersSet() },
+      seeding: { smallMs: small.ms, largeMs: large.ms, lookupPlan: large.plan },
+      proxyLog: { lines: logLines.length, bytes: logBytes, linesPerNotification: logLines.length / Math.max(1, notifyLogged), bytesPerNotification: logBytes / Math.max(1, notifyLogged), warningsOrErrors: problems.slice(0, 20) },
+      pnmReceived: pnm.received(),
+      table,
+    }
+    const out = resolve(args.out ?? join(tmpdir(), `matrix2acrobits-bench-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`))
+    mkdirSync(dirname(out), { recursive: true })
+    writeFileSync(out, JSON.stringify(result, null, 2) + '\n')
+
+    console.log(`\nmatrix2acrobits benchmark, ${startedAt.toISOString()}`)
+    console.log(`machine: ${host.cpus} CPUs (${host.cpuModel}), ${host.memoryGiB} GiB RAM, Linux ${host.kernel}; bun ${host.bun}, node ${host.node} (autocannon)`)
+    console.log(`load average at start: ${host.loadAverageAtStart.join(', ')}\n`)
+    console.log(table)
+    if (problems.length > 0) console.log(`\nthe proxy logged ${problems.length} warnings or errors, e.g.:\n${problems.slice(0, 3).join('\n')}`)
+    console.log(`\nJSON: ${out}`)
+    const missed = Object.entries(checks).filter(([, ok]) => !ok).map(([k]) => k)
+    console.log(missed.length === 0 ? 'all targets met' : `targets missed: ${missed.join(', ')}`)
+  } finally {
+    await cleanup()
+  }
+}
+
+await main()
