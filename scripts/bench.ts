@@ -237,26 +237,6 @@ function seedTokens(path: string, n: number): { ms: number; plan: string } {
   return { ms: performance.now() - started, plan }
 }
 
-function compileBaseline(outfile: string) {
-  const result = Bun.spawnSync(
-    [
-      process.execPath,
-      'build',
-      join(root, 'scripts/bench-baseline.ts'),
-      '--compile',
-      '--minify-whitespace',
-      '--minify-syntax',
-      '--sourcemap',
-      '--no-compile-autoload-dotenv',
-      '--no-compile-autoload-bunfig',
-      '--outfile',
-      outfile,
-    ],
-    { cwd: root, stdout: 'ignore', stderr: 'inherit' },
-  )
-  if (result.exitCode !== 0) throw new Error('could not compile the baseline')
-}
-
 function bundleLoadGenerator(outfile: string) {
   const result = Bun.spawnSync(
     [process.execPath, 'build', join(root, 'scripts/bench-load.ts'), '--target=node', '--format=esm', '--outfile', outfile],
@@ -313,7 +293,7 @@ async function main() {
     const baselineExe = join(dir, 'baseline')
     loadJs = join(dir, 'bench-load.mjs')
     buildExecutable(exe)
-    compileBaseline(baselineExe)
+    buildExecutable(baselineExe, undefined, 'scripts/bench-baseline.ts')
     bundleLoadGenerator(loadJs)
 
     const smallDb = join(dir, 'small', 'tokens.db')

@@ -21,10 +21,11 @@ export const RELEASE_TARGETS = ['bun-linux-x64', 'bun-linux-x64-baseline', 'bun-
 
 const root = join(import.meta.dir, '..')
 
-export function buildExecutable(outfile: string, target?: string) {
+/** `entry` is the service by default; the benchmark's baseline is built with the same flags. */
+export function buildExecutable(outfile: string, target?: string, entry = 'src/main.ts') {
   const args = [
     'build',
-    join(root, 'src/main.ts'),
+    join(root, entry),
     '--compile',
     '--minify-whitespace',
     '--minify-syntax',
