@@ -27,6 +27,26 @@ export const expectedPusherBody = (pushkey: string, url = 'https://push.example.
   data: { url, format: 'event_id_only' },
 })
 
+/**
+ * A full-format notification as Synapse sends it for one device (FIELD-GUIDE §3); event_id_only
+ * carries less. `over` replaces top-level fields.
+ */
+export function fullNotification(eventId: string, pushkey = TOKEN, over: Record<string, unknown> = {}, appId = APP_ID) {
+  return {
+    id: eventId,
+    event_id: eventId,
+    room_id: '!room:example.org',
+    type: 'm.room.message',
+    sender: '@bob:example.org',
+    sender_display_name: 'Bob',
+    prio: 'high',
+    content: { msgtype: 'm.text', body: 'Hello' },
+    counts: { unread: 1 },
+    devices: [{ app_id: appId, pushkey, pushkey_ts: 1_700_000_000, data: {}, tweaks: { sound: 'default', highlight: false } }],
+    ...over,
+  }
+}
+
 /** An HTTP answer as tests look at it: status, headers, text, and the JSON when the text is JSON. */
 export async function readAnswer(response: Response) {
   const text = await response.text()

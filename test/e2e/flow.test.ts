@@ -7,7 +7,7 @@ import { statSync } from 'node:fs'
 import { join } from 'node:path'
 import { startFakePnm, type FakePnm } from '../fakes/pnm.ts'
 import { startFakeSynapse, type FakeSynapse } from '../fakes/synapse.ts'
-import { APP_ID, SELECTOR, TOKEN, expectedPusherBody, tempDir } from '../harness.ts'
+import { APP_ID, SELECTOR, TOKEN, expectedPusherBody, fullNotification, tempDir } from '../harness.ts'
 import { binaryPath, runBinary, startBinary, type RunningBinary } from './binary.ts'
 
 let synapse: FakeSynapse
@@ -105,17 +105,7 @@ describe('the executable', () => {
     expect(set[0]!.authorization).toBe(`Bearer ${synapse.asToken}`)
     expect(set[0]!.body).toEqual(expectedPusherBody(TOKEN))
 
-    const notification = {
-      event_id: '$e2e-1',
-      room_id: '!room:example.org',
-      type: 'm.room.message',
-      sender: '@bob:example.org',
-      sender_display_name: 'Bob',
-      prio: 'high',
-      content: { msgtype: 'm.text', body: 'Grüße 👋' },
-      counts: { unread: 3 },
-      devices: [{ app_id: APP_ID, pushkey: TOKEN, pushkey_ts: 1732000000, data: {}, tweaks: { sound: 'default', highlight: false } }],
-    }
+    const notification = fullNotification('$e2e-1', TOKEN, { content: { msgtype: 'm.text', body: 'Grüße 👋' }, counts: { unread: 3 } })
     const notify = await post(`${first.url}/_matrix/push/v1/notify`, { notification })
     expect(notify.status).toBe(200)
     expect(await notify.json()).toEqual({ rejected: [] })

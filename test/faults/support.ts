@@ -6,7 +6,7 @@
 import { chmodSync, chownSync, copyFileSync, mkdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { binaryPath, startBinary } from '../e2e/binary.ts'
-import { readAnswer, tempDir } from '../harness.ts'
+import { fullNotification, readAnswer, tempDir } from '../harness.ts'
 
 export const isRoot = process.getuid?.() === 0
 /** The user the executable runs as when the tests run as root. */
@@ -123,21 +123,8 @@ export function startSwitchableFront(targetUrl: string) {
   }
 }
 
-/** A notification as Synapse sends it for one device (event_id_only carries less; this is full). */
-export function notification(eventId: string, appId: string, pushkey: string) {
-  return {
-    id: eventId,
-    event_id: eventId,
-    room_id: '!room:example.org',
-    type: 'm.room.message',
-    sender: '@bob:example.org',
-    sender_display_name: 'Bob',
-    prio: 'high',
-    content: { msgtype: 'm.text', body: 'Hello' },
-    counts: { unread: 1 },
-    devices: [{ app_id: appId, pushkey, pushkey_ts: 1_700_000_000, data: {}, tweaks: { sound: 'default' } }],
-  }
-}
+/** A notification as Synapse sends it for one device (full format). */
+export const notification = (eventId: string, appId: string, pushkey: string) => fullNotification(eventId, pushkey, {}, appId)
 
 export function ensureDir(path: string) {
   mkdirSync(path, { recursive: true })

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from 'bun:test'
-import { APP_ID, SELECTOR, TOKEN, expectedPusherBody, startHarness, type Harness } from '../harness.ts'
+import { APP_ID, SELECTOR, TOKEN, expectedPusherBody, fullNotification, startHarness, type Harness } from '../harness.ts'
 
 let h: Harness
 afterEach(async () => h?.close())
@@ -25,17 +25,13 @@ describe('token report -> pusher -> notify -> PNM', () => {
   test('a notification for the stored token reaches the PNM translated', async () => {
     h = await startHarness()
     await h.report({ selector: SELECTOR, token_msgs: TOKEN, app_id_msgs: APP_ID, ...creds })
-    const res = await h.notify({
-      event_id: '$ev1',
-      room_id: '!room:example.org',
-      type: 'm.room.message',
-      sender: '@bob:example.org',
-      sender_display_name: 'Bob',
-      prio: 'high',
-      content: { msgtype: 'm.text', body: 'Hello!' },
-      counts: { unread: 2 },
-      devices: [{ app_id: APP_ID, pushkey: TOKEN, pushkey_ts: 1700000000, data: {}, tweaks: { sound: 'ring', highlight: false } }],
-    })
+    const res = await h.notify(
+      fullNotification('$ev1', TOKEN, {
+        content: { msgtype: 'm.text', body: 'Hello!' },
+        counts: { unread: 2 },
+        devices: [{ app_id: APP_ID, pushkey: TOKEN, pushkey_ts: 1700000000, data: {}, tweaks: { sound: 'ring', highlight: false } }],
+      }),
+    )
     expect(res.status).toBe(200)
     expect(res.json).toEqual({ rejected: [] })
     expect(h.pnm.bodies()).toEqual([
