@@ -10,6 +10,7 @@ import type { PasswordVerifier } from '../matrix/auth.ts'
 import type { Metrics } from '../metrics.ts'
 import type { PusherWorker } from '../pusher/worker.ts'
 import { tokenHash } from '../secrets.ts'
+import { isBusyError } from '../store/sqlite.ts'
 import type { Registration, TokenStore } from '../store/types.ts'
 import { resolveMatrixUser } from './identity.ts'
 import type { Report } from './parse.ts'
@@ -23,8 +24,6 @@ export const INLINE_PUSHER_WAIT_MS = 5_000
  * froze every request of the process (notifications and /health too) once per waiting report.
  */
 export const STORE_BUSY_WAIT_MS = 5_000
-
-const isBusy = (e: unknown) => /^SQLITE_BUSY/.test(String((e as { code?: unknown } | undefined)?.code ?? ''))
 
 export interface ReportServiceDeps {
   config: Config
@@ -102,7 +101,7 @@ export function createReportService(deps: ReportServiceDeps) {
           result = write()
           break
         } catch (e) {
-          if (isBusy(e) && performance.now() + pause < giveUpAt) {
+          if (isBusyError(e) && performance.now() + pause < giveUpAt) {
             await Bun.sleep(pause)
             continue
           }

@@ -200,6 +200,12 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
   }
 }
 
+/** SQLite's (extended) result code of an error thrown by bun:sqlite, or '' for any other error. */
+const sqliteCode = (e: unknown) => String((e as { code?: unknown } | undefined)?.code ?? '')
+
+/** Another connection holds the lock: the write may succeed if tried again shortly. */
+export const isBusyError = (e: unknown) => sqliteCode(e).startsWith('SQLITE_BUSY')
+
 // Faults after which this connection may stay broken although the file is fine again: SQLite
 // falls back to read-only when the file is not writable at open, and stays so after a chmod.
 const REOPEN_AFTER = /^SQLITE_(READONLY|IOERR|CANTOPEN)/
@@ -246,7 +252,7 @@ export function openSqliteStore(path: string, options: { busyTimeoutMs?: number 
       try {
         return operation(current)(...args)
       } catch (e) {
-        if (REOPEN_AFTER.test(String((e as { code?: unknown }).code ?? ''))) broken = true
+        if (REOPEN_AFTER.test(sqliteCode(e))) broken = true
         throw e
       }
     }
