@@ -11,6 +11,7 @@ import { dirname } from 'node:path'
 import { missingFor, type Config } from '../config.ts'
 import { createMatrixClient, MatrixError, type FetchFn, type MatrixClient } from '../matrix/client.ts'
 import { openSqliteStore } from '../store/sqlite.ts'
+import { withTimeout } from '../timeout.ts'
 import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, type CliIo, type Env, type ExitCode } from './common.ts'
 
 export interface CheckOptions {
@@ -37,14 +38,6 @@ const isPrivate = (address: string) => {
 }
 
 const defaultLookup = async (host: string) => (await dnsLookup(host, { all: true })).map((a) => a.address)
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
 
 /** What the configuration lacks for the service to do its job, beyond what loadConfig refuses. */
 export function incompleteness(config: Config): string[] {

@@ -12,6 +12,7 @@ import type { PusherWorker } from '../pusher/worker.ts'
 import { tokenHash } from '../secrets.ts'
 import { isBusyError } from '../store/sqlite.ts'
 import type { Registration, TokenStore } from '../store/types.ts'
+import { withTimeout } from '../timeout.ts'
 import { resolveMatrixUser } from './identity.ts'
 import type { Report } from './parse.ts'
 import { planPusherCalls } from './plan.ts'
@@ -121,11 +122,8 @@ export function createReportService(deps: ReportServiceDeps) {
         kind === 'report' ? 'token report stored' : 'account removed',
       )
       if (result.jobs.length > 0) {
-        let timer: ReturnType<typeof setTimeout> | undefined
-        const waited = new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, deps.inlineWaitMs ?? INLINE_PUSHER_WAIT_MS)
-        })
-        await Promise.race([deps.worker.runSelector(report.selector), waited]).finally(() => clearTimeout(timer))
+        // Past the wait the app gets its answer; the worker carries on (runSelector never rejects).
+        await withTimeout(deps.worker.runSelector(report.selector), deps.inlineWaitMs ?? INLINE_PUSHER_WAIT_MS, 'the first pusher attempt').catch(() => {})
       }
     } catch (e) {
       const outcome = e instanceof AppError ? String(e.status) : 'error'
