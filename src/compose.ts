@@ -28,6 +28,8 @@ export interface ComposeOptions {
   notifyDeadlineMs?: number
   defaultMetrics?: boolean
   storeBusyWaitMs?: number
+  /** How long a report waits for its first pusher attempt before the app is answered. */
+  reportPusherWaitMs?: number
 }
 
 /**
@@ -60,7 +62,7 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     matrix && config.authMode === 'matrix'
       ? createPasswordVerifier({ matrix, log, metrics, now, failuresPerMinute: config.authFailuresPerMinute })
       : undefined
-  const reports = createReportService({ config, store, verifier, worker, log, metrics, now, storeBusyWaitMs: options.storeBusyWaitMs })
+  const reports = createReportService({ config, store, verifier, worker, log, metrics, now, storeBusyWaitMs: options.storeBusyWaitMs, inlineWaitMs: options.reportPusherWaitMs })
   const notify = createNotifyHandler({
     config,
     store,

@@ -277,3 +277,22 @@ describe('homeserver answers outside the common path', () => {
     expect(h.logs.parsed().some((l) => l.msg === 'logout of the password-check session failed')).toBe(true)
   })
 })
+
+describe('the first pusher attempt', () => {
+  test('a homeserver that hangs does not hold the app: 200 after the short wait, the call stays queued', async () => {
+    h = await startHarness({ env: { MATRIX_TIMEOUT_MS: '20000' }, compose: { reportPusherWaitMs: 100 } })
+    let release = () => {}
+    const hang = new Promise<Response>((resolve) => {
+      release = () => resolve(Response.json({}))
+    })
+    h.synapse.override((r) => (r.path.endsWith('/pushers/set') ? hang : undefined))
+    const started = performance.now()
+    const res = await h.report(report())
+    expect(res.status).toBe(200)
+    // Without the bound the answer would wait for the 20 s homeserver timeout.
+    expect(performance.now() - started).toBeLessThan(5000)
+    expect(h.store.getRegistration(SELECTOR)!.tokenMsgs).toBe(TOKEN)
+    expect(h.store.pendingJobs().map((j) => j.action)).toEqual(['set'])
+    release()
+  })
+})
