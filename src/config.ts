@@ -8,6 +8,8 @@ import { BlockList, isIP } from 'node:net'
 import { parseMappingFile, type MappingEntry } from './report/mapping.ts'
 
 export const NOTIFY_PATH = '/_matrix/push/v1/notify'
+export const REPORT_PATH = '/api/client/push_token_report'
+export const REMOVAL_PATH = '/api/client/account_removal_report'
 export const DEFAULT_PNM_URL = 'https://pnm.cloudsoftphone.com/pnm2/send'
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'fatal'

@@ -6,14 +6,11 @@
  * time (STACK-NOTES), and this way the document is plain data that works the same in the binary.
  */
 import pkg from '../package.json' with { type: 'json' }
-import { NOTIFY_PATH } from './config.ts'
+import { NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH } from './config.ts'
 import { NotifyBodySchema, NotifyResponseSchema } from './gateway/schema.ts'
 import { ReportBodySchema } from './report/parse.ts'
 
 export const OPENAPI_PATH = '/openapi.json'
-/** Duplicated from app.ts on purpose: app.ts imports this module, and the test checks they agree. */
-const REPORT_PATH = '/api/client/push_token_report'
-const REMOVAL_PATH = '/api/client/account_removal_report'
 
 /** TypeBox keeps its bookkeeping under symbol keys; a JSON round trip leaves plain JSON Schema. */
 const plain = (schema: unknown) => JSON.parse(JSON.stringify(schema)) as Record<string, unknown>

@@ -53,5 +53,6 @@ export const NotifyBodySchema = t.Object({ notification: NotificationSchema }, {
 // and the OpenAPI document must not depend on whether a notification came first.
 export const NotifyResponseSchema = t.Object({ rejected: t.Array(t.String()) }, { additionalProperties: false })
 
+export type NotifyBody = typeof NotifyBodySchema.static
 export type Notification = typeof NotificationSchema.static
 export type Device = typeof DeviceSchema.static

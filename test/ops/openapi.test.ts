@@ -6,7 +6,7 @@
 import { Validator } from '@seriousme/openapi-schema-validator'
 import Ajv2020 from 'ajv/dist/2020'
 import { afterEach, describe, expect, test } from 'bun:test'
-import { REMOVAL_PATH, REPORT_PATH } from '../../src/app.ts'
+import { REMOVAL_PATH, REPORT_PATH } from '../../src/config.ts'
 import { NotifyBodySchema, NotifyResponseSchema } from '../../src/gateway/schema.ts'
 import { ReportBodySchema } from '../../src/report/parse.ts'
 import { startHarness, type Harness } from '../harness.ts'
