@@ -36,7 +36,7 @@ export interface AppDeps {
 
 const isMatrixPath = (path: string) => path.startsWith('/_matrix/')
 
-function errorBody(path: string, error: AppError) {
+export function errorBody(path: string, error: AppError) {
   return isMatrixPath(path) || error.errcode === 'M_UNRECOGNIZED'
     ? { errcode: error.errcode, error: error.message }
     : { error: error.message }

@@ -13,7 +13,8 @@ import { runTokensDelete, runTokensList, runTokensShow } from './cli/tokens.ts'
 import pkg from '../package.json' with { type: 'json' }
 import { compose, type Service } from './compose.ts'
 import { ENV_DOC, loadConfig, missingFor, type Config } from './config.ts'
-import { metricsResponse } from './app.ts'
+import { errorBody, metricsResponse } from './app.ts'
+import { unrecognized } from './errors.ts'
 
 export const VERSION: string = pkg.version
 
@@ -99,7 +100,7 @@ export async function serve(config: Config): Promise<void> {
       fetch: (request) =>
         new URL(request.url).pathname === '/metrics'
           ? metricsResponse(service)
-          : Response.json({ errcode: 'M_UNRECOGNIZED', error: 'Unrecognized request' }, { status: 404 }),
+          : Response.json(errorBody(request.url, unrecognized()), { status: 404 }),
     })
     log.info({ address: `${metricsServer.hostname}:${metricsServer.port}` }, 'metrics listening')
   }
