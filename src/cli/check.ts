@@ -39,12 +39,19 @@ const isPrivate = (address: string) => {
 
 const defaultLookup = async (host: string) => (await dnsLookup(host, { all: true })).map((a) => a.address)
 
+/** What each variable the service needs but does not require is for, said when it is unset. */
+const NEEDED = {
+  MATRIX_HOMESERVER_URL: 'MATRIX_HOMESERVER_URL is not set: no password checks, no pushers',
+  MATRIX_AS_TOKEN: 'MATRIX_AS_TOKEN is not set: pushers cannot be registered on the homeserver',
+  PROXY_URL: 'PROXY_URL is not set: no pusher is registered, so the homeserver never sends a push here',
+} as const
+
 /** What the configuration lacks for the service to do its job, beyond what loadConfig refuses. */
 export function incompleteness(config: Config): string[] {
   const problems: string[] = []
-  if (config.homeserverUrl === undefined) problems.push('MATRIX_HOMESERVER_URL is not set: no password checks, no pushers')
-  if (config.asToken === undefined) problems.push('MATRIX_AS_TOKEN is not set: pushers cannot be registered on the homeserver')
-  if (config.proxyUrl === undefined) problems.push('PROXY_URL is not set: no pusher is registered, so the homeserver never sends a push here')
+  if (config.homeserverUrl === undefined) problems.push(NEEDED.MATRIX_HOMESERVER_URL)
+  if (config.asToken === undefined) problems.push(NEEDED.MATRIX_AS_TOKEN)
+  if (config.proxyUrl === undefined) problems.push(NEEDED.PROXY_URL)
   if (config.authMode === 'none' && missingFor(config).serverName !== undefined && config.mapping.length === 0) {
     problems.push('MATRIX_SERVER_NAME is not set (AUTH_MODE=none): usernames cannot be turned into Matrix IDs')
   }
@@ -55,9 +62,9 @@ export function incompleteness(config: Config): string[] {
 function unsetVariables(env: Env): string[] {
   const unset = (...names: string[]) => names.every((n) => !env[n]?.trim())
   const problems: string[] = []
-  if (unset('MATRIX_HOMESERVER_URL')) problems.push('MATRIX_HOMESERVER_URL is not set: no password checks, no pushers')
-  if (unset('MATRIX_AS_TOKEN', 'SUPER_ADMIN_TOKEN')) problems.push('MATRIX_AS_TOKEN is not set: pushers cannot be registered on the homeserver')
-  if (unset('PROXY_URL')) problems.push('PROXY_URL is not set: no pusher is registered, so the homeserver never sends a push here')
+  if (unset('MATRIX_HOMESERVER_URL')) problems.push(NEEDED.MATRIX_HOMESERVER_URL)
+  if (unset('MATRIX_AS_TOKEN', 'SUPER_ADMIN_TOKEN')) problems.push(NEEDED.MATRIX_AS_TOKEN)
+  if (unset('PROXY_URL')) problems.push(NEEDED.PROXY_URL)
   return problems
 }
 
