@@ -92,8 +92,9 @@ export interface MatrixClient {
   /**
    * PUT rooms/{room}/send/m.room.message/{txnId}; the event id. Synapse deduplicates by path and
    * appservice, not by user (FIELD-GUIDE §7): `txnId` must be unique across every user.
+   * `timeoutMs` shortens the client's timeout (what is left of a caller's budget), never lengthens it.
    */
-  sendMessage(user: string, room: string, txnId: string, content: Record<string, unknown>): Promise<string>
+  sendMessage(user: string, room: string, txnId: string, content: Record<string, unknown>, timeoutMs?: number): Promise<string>
   /** POST rooms/{room}/receipt/m.read/{eventId}. */
   readReceipt(user: string, room: string, eventId: string): Promise<void>
   /**
@@ -280,9 +281,10 @@ export function createMatrixClient(options: {
     async leave(user, r) {
       await call('POST', `${room(r)}/leave`, asUser(user, { body: {} }))
     },
-    async sendMessage(user, r, txnId, content) {
+    async sendMessage(user, r, txnId, content, timeoutMs) {
       const path = `${room(r)}/send/m.room.message/${seg(txnId)}`
-      return stringField(await call('PUT', path, asUser(user, { body: content })), 'event_id', path)
+      const bounded = timeoutMs === undefined ? undefined : Math.min(timeoutMs, options.timeoutMs)
+      return stringField(await call('PUT', path, { ...asUser(user, { body: content }), timeoutMs: bounded }), 'event_id', path)
     },
     async readReceipt(user, r, eventId) {
       await call('POST', `${room(r)}/receipt/m.read/${seg(eventId)}`, asUser(user, { body: {} }))
