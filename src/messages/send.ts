@@ -9,7 +9,7 @@
 import { createHmac, randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { resolveAddress, type AddressBook } from '../addresses.ts'
-import { AppError, badGateway, badRequest, rateLimited, unavailable } from '../errors.ts'
+import { AppError, badGateway, badRequest, forbidden, rateLimited, unavailable } from '../errors.ts'
 import { createFailureLimiter } from '../matrix/auth.ts'
 import { MatrixError, type MatrixClient } from '../matrix/client.ts'
 import type { ClientEvent } from '../matrix/event.ts'
@@ -115,6 +115,7 @@ export function createSendService(deps: SendDeps) {
       } catch (e) {
         // Not in the room any more (left, kicked): find or create the direct chat again, once.
         const notInRoom = e instanceof MatrixError && e.status === 403 && !e.isNamespaceProblem
+        if (notInRoom && target.kind === 'group') throw forbidden('You are no longer a member of this conversation')
         if (!notInRoom || target.kind !== 'direct' || refused.size > 0) throw e
         log.info({ room_id: room, err: e.message }, 'the homeserver refused the send; finding the direct chat again')
         refused.add(room)

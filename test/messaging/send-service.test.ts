@@ -392,6 +392,11 @@ describe('addresses, limits, content types', () => {
     mem.groups.set(`${p.a}\u0000Team\u00a0Room`, room)
     const { sms_id } = await service().send(p.as('Team\u00a0Room', 'hello team'))
     expect(synapse.rooms.findEvent(sms_id)!.room_id).toBe(room)
+    // Having left, the address still resolves, but the homeserver refuses: 403, no new room.
+    synapse.rooms.leave(p.a, room)
+    const before = createCalls().length
+    const left = await service().fail(p.as('Team\u00a0Room', 'still there?'))
+    expect([left.status, createCalls().length]).toEqual([403, before])
     // Another user does not hold it: for them it is no address at all.
     const e = await service().fail({ username: 'carol', password: 'carol-pw', to: 'Team\u00a0Room', body: 'x' })
     expect(e.status).toBe(400)
