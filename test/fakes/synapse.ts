@@ -67,7 +67,16 @@ export function startFakeSynapse(options: FakeSynapseOptions = {}) {
   let appserviceTarget: Target | undefined = options.appservice
   const model = createRoomModel({
     serverName,
-    onEvent: (e) => sender.enqueue(e),
+    // Synapse sends what the registration's namespaces make interesting: events of its users and
+    // of rooms where one of them is a member.
+    onEvent: (e) => {
+      const interested =
+        namespace.test(e.sender) ||
+        (e.state_key !== undefined && e.type === 'm.room.member' && namespace.test(e.state_key)) ||
+        model.members(e.room_id).some((u) => namespace.test(u)) ||
+        model.members(e.room_id, 'invite').some((u) => namespace.test(u))
+      if (interested) sender.enqueue(e)
+    },
     displayName: (user) => displayNames.get(user) ?? localpartOf(user),
   })
   const pings: Array<{ asId: string; body: unknown; answer: { status: number; body: unknown } }> = []

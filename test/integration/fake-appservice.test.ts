@@ -159,6 +159,21 @@ describe('transactions', () => {
     expect(synapse.appservice.attempts[0]!.outcome).toBe('timeout')
   })
 
+  test('only what the namespace makes interesting is sent', async () => {
+    const receiver = startReceiver()
+    const synapse = startFakeSynapse({ namespace: /^@phone_.*:example\.org$/, users: { alice: 'a', bob: 'b', phone_carol: 'c' } })
+    synapse.connectAppservice({ url: receiver.url })
+    cleanups.push(() => synapse.stop(), () => receiver.stop())
+    const outside = synapse.directChat(alice, bob)
+    synapse.sendText(alice, outside, 'not for the appservice')
+    const inside = synapse.directChat(alice, '@phone_carol:example.org')
+    const id = synapse.sendText(alice, inside, 'for the appservice')
+    await synapse.appservice.flushed()
+    const events = receiver.transactions().flatMap((t) => t.body.events)
+    expect(events.some((e: any) => e.room_id === outside)).toBe(false)
+    expect(events.some((e: any) => e.event_id === id)).toBe(true)
+  })
+
   test('the proxy can be reached through a handler instead of a port', async () => {
     const synapse = startFakeSynapse()
     cleanups.push(() => synapse.stop())
