@@ -7,13 +7,15 @@ import { Value, type ValueError } from '@sinclair/typebox/value'
 import type { Logger } from 'pino'
 import { readBodyText } from './body.ts'
 import { clientAddress } from './client-address.ts'
-import { NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH, type Config } from './config.ts'
+import { NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH, SEND_PATH, type Config } from './config.ts'
 import { AppError, badRequest, forbidden, methodNotAllowed, notJson, unrecognized } from './errors.ts'
 import { NotifyBodySchema, type Notification, type NotifyBody } from './gateway/schema.ts'
 import type { Metrics } from './metrics.ts'
 import { OPENAPI_PATH, openApiDocument } from './openapi.ts'
 import { normalizeReport, parseReportBody, REPORT_BODY_LIMIT, ReportBodySchema, type Report, type ReportBody } from './report/parse.ts'
 import type { TokenStore } from './store/types.ts'
+import type { SendAnswer } from './messages/send.ts'
+import { normalizeSend, SEND_BODY_LIMIT, SendBodySchema, type SendBody, type SendRequest } from './messages/send-request.ts'
 
 /** The reference push gateway (Sygnal) caps notify bodies at 512 KiB. */
 export const NOTIFY_BODY_LIMIT = 512 * 1024
@@ -32,6 +34,8 @@ export interface AppDeps {
   draining: () => boolean
   /** Serve /metrics on this app (false when METRICS_ADDRESS gives it a listener of its own). */
   serveMetrics: boolean
+  /** Send Message (issue 10). */
+  sendMessage: (r: SendRequest, client: string | undefined, log: Logger) => Promise<SendAnswer>
 }
 
 const isMatrixPath = (path: string) => path.startsWith('/_matrix/')
@@ -158,6 +162,15 @@ export function createApp(deps: AppDeps) {
         },
       },
     )
+    .post(SEND_PATH, ({ body, request, server }) => deps.sendMessage(normalizeSend(body as SendBody), peerOf(request, server), reqLog(request)), {
+      parse: async ({ request }) =>
+        assertMatches(SendBodySchema, parseReportBody(request.headers.get('content-type'), await readBodyText(request, SEND_BODY_LIMIT))),
+    })
+    .get(SEND_PATH, ({ request, server }) => {
+      const query: Record<string, string> = {}
+      for (const [key, value] of new URL(request.url).searchParams) if (!(key in query)) query[key] = value
+      return deps.sendMessage(normalizeSend(assertMatches(SendBodySchema, query)), peerOf(request, server), reqLog(request))
+    })
     .get('/health', () => ({ status: 'ok' }))
     .get(OPENAPI_PATH, () => openApiDocument())
     .get('/ready', ({ set }) => {
@@ -176,7 +189,7 @@ export function createApp(deps: AppDeps) {
 
   if (deps.serveMetrics) app.get('/metrics', () => metricsResponse(deps))
 
-  for (const path of [REPORT_PATH, REMOVAL_PATH, NOTIFY_PATH, '/health', '/ready', OPENAPI_PATH, ...(deps.serveMetrics ? ['/metrics'] : [])]) {
+  for (const path of [SEND_PATH, REPORT_PATH, REMOVAL_PATH, NOTIFY_PATH, '/health', '/ready', OPENAPI_PATH, ...(deps.serveMetrics ? ['/metrics'] : [])]) {
     app.all(path, () => {
       throw methodNotAllowed()
     })

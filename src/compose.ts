@@ -14,6 +14,9 @@ import { createMetrics } from './metrics.ts'
 import { createPnmClient } from './pnm/client.ts'
 import { createPusherWorker } from './pusher/worker.ts'
 import { createReportService } from './report/service.ts'
+import { notConfigured } from './errors.ts'
+import { openSqliteOutbox } from './messages/outbox.ts'
+import { createSendService, type SendIndex } from './messages/send.ts'
 import { openSqliteStore } from './store/sqlite.ts'
 import type { TokenStore } from './store/types.ts'
 
@@ -30,6 +33,11 @@ export interface ComposeOptions {
   storeBusyWaitMs?: number
   /** How long a report waits for its first pusher attempt before the app is answered. */
   reportPusherWaitMs?: number
+  /** Send Message's view of the message index. */
+  sendIndex?: SendIndex
+  /** Waits between retries of a failed /send, and the longest a send may take (tests shorten them). */
+  sendRetryDelaysMs?: readonly number[]
+  sendBudgetMs?: number
 }
 
 /**
@@ -74,6 +82,7 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     retryDelaysMs: options.pnmRetryDelaysMs,
     deadlineMs: options.notifyDeadlineMs,
   })
+  const send = composeSend(config, { log, now, matrix, verifier, sendIndex: options.sendIndex, retryDelaysMs: options.sendRetryDelaysMs, budgetMs: options.sendBudgetMs })
   let draining = false
   const app = createApp({
     config,
@@ -84,10 +93,12 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     reports,
     draining: () => draining,
     serveMetrics: config.metricsAddress === undefined,
+    sendMessage: send.send,
   })
   return {
     app,
     store,
+    outbox: send.outbox,
     worker,
     matrix,
     log,
@@ -99,3 +110,45 @@ export function compose(config: Config, options: ComposeOptions = {}) {
 }
 
 export type Service = ReturnType<typeof compose>
+
+/** Send Message (issue 10): on with the homeserver, the appservice token and the message index. */
+function composeSend(
+  config: Config,
+  deps: {
+    log: ReturnType<typeof createLogger>
+    now: () => number
+    matrix?: ReturnType<typeof createMatrixClient>
+    verifier?: ReturnType<typeof createPasswordVerifier>
+    sendIndex?: SendIndex
+    retryDelaysMs?: readonly number[]
+    budgetMs?: number
+  },
+) {
+  const missing =
+    config.homeserverUrl === undefined ? 'MATRIX_HOMESERVER_URL' : config.asToken === undefined ? 'MATRIX_AS_TOKEN' : deps.sendIndex === undefined ? 'MATRIX_HS_TOKEN' : undefined
+  if (missing !== undefined || !deps.matrix || !deps.sendIndex) {
+    return {
+      outbox: undefined,
+      send: async () => {
+        throw notConfigured(missing ?? 'MATRIX_HOMESERVER_URL', 'Messaging')
+      },
+    }
+  }
+  const outbox = openSqliteOutbox(config.dbPath)
+  const service = createSendService({
+    matrix: deps.matrix,
+    index: deps.sendIndex,
+    outbox,
+    verifier: deps.verifier,
+    authMode: config.authMode,
+    book: { serverName: config.serverName, mapping: config.mapping },
+    // Until the message index enrols users, a sender is enrolled by their first fetch or report.
+    enrol: async () => {},
+    now: deps.now,
+    dedupeSeconds: config.sendDedupeSeconds,
+    dedupeSecret: config.asToken,
+    retryDelaysMs: deps.retryDelaysMs,
+    budgetMs: deps.budgetMs,
+  })
+  return { outbox, send: service.send }
+}

@@ -10,6 +10,7 @@ import { parseMappingFile, type MappingEntry } from './report/mapping.ts'
 export const NOTIFY_PATH = '/_matrix/push/v1/notify'
 export const REPORT_PATH = '/api/client/push_token_report'
 export const REMOVAL_PATH = '/api/client/account_removal_report'
+export const SEND_PATH = '/api/client/send_message'
 export const DEFAULT_PNM_URL = 'https://pnm.cloudsoftphone.com/pnm2/send'
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'fatal'
@@ -45,6 +46,8 @@ export interface Config {
   /** When set, only these addresses may call the push gateway. */
   readonly notifyAllowedIps?: AddressSet
   readonly metricsAddress?: { readonly host: string; readonly port: number }
+  /** Send Message: a repeat of the same message within this many seconds is sent once; 0 off. */
+  readonly sendDedupeSeconds: number
 }
 
 export type ConfigResult = { ok: true; config: Config } | { ok: false; errors: string[] }
@@ -73,6 +76,7 @@ export const ENV_DOC: ReadonlyArray<readonly [string, string]> = [
   ['METRICS_ADDRESS', 'host:port for /metrics on a separate listener (default: on the main port)'],
   ['LOGLEVEL', 'DEBUG, INFO (default), WARNING, ERROR or CRITICAL'],
   ['LOG_FORMAT', 'json (default) or pretty'],
+  ['SEND_DEDUPE_SECONDS', 'Send Message: the same message repeated within this many seconds is sent once (default 10; 0 off)'],
 ]
 
 const LOG_LEVELS: Record<string, LogLevel> = {
@@ -245,6 +249,7 @@ export function loadConfig(
     trustProxy: addresses('TRUST_PROXY'),
     notifyAllowedIps: addresses('NOTIFY_ALLOWED_IPS'),
     metricsAddress,
+    sendDedupeSeconds: int('SEND_DEDUPE_SECONDS', 10, 0, 86_400),
   }
   return errors.length > 0 ? { ok: false, errors } : { ok: true, config: Object.freeze(config) }
 }

@@ -121,6 +121,7 @@ export async function serve(config: Config): Promise<void> {
     metricsServer?.stop(true)
     await worker.stop()
     store.close()
+    service.outbox?.close()
     log.info('stopped')
     process.exit(0)
   }

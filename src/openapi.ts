@@ -6,9 +6,10 @@
  * time (STACK-NOTES), and this way the document is plain data that works the same in the binary.
  */
 import pkg from '../package.json' with { type: 'json' }
-import { NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH } from './config.ts'
+import { NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH, SEND_PATH } from './config.ts'
 import { NotifyBodySchema, NotifyResponseSchema } from './gateway/schema.ts'
 import { ReportBodySchema } from './report/parse.ts'
+import { SendBodySchema } from './messages/send-request.ts'
 
 export const OPENAPI_PATH = '/openapi.json'
 
@@ -21,6 +22,7 @@ const SCHEMAS = {
   TokenReport: plain(ReportBodySchema),
   NotifyBody: plain(NotifyBodySchema),
   NotifyResponse: plain(NotifyResponseSchema),
+  SendMessage: plain(SendBodySchema),
 }
 
 const json = (ref: string) => ({ 'application/json': { schema: { $ref: `#/components/schemas/${ref}` } } })
@@ -53,6 +55,40 @@ function reportOperation(summary: string, description: string) {
   }
 }
 
+/** Send Message: POST with a JSON or form body, or GET with the same fields in the query. */
+function sendOperations() {
+  const summary = 'Send Message'
+  const description =
+    'Sends a text as the user into the direct chat with `to` (found or created) or into the group `to` names; a read report becomes a read receipt. Answers the Matrix event id as `sms_id`.'
+  const responses = {
+    '200': answer('Sent (or a repeat within SEND_DEDUPE_SECONDS: the first sms_id)', 'SmsId'),
+    '400': answer('Bad fields: unknown recipient (`to`), sending to oneself, empty or over 32 KiB body, unsupported content_type', 'Error'),
+    '401': answer('Wrong or missing username/password', 'Error'),
+    '403': answer('AUTH_MODE=none, or no longer a member of the group', 'Error'),
+    '413': answer('Body larger than 256 KiB', 'Error'),
+    '429': answer('Too many failed logins or more than 30 messages a minute; see Retry-After', 'Error'),
+    '502': answer('The homeserver refused (or encrypted the new direct chat)', 'Error'),
+    '503': answer('Homeserver unavailable (see Retry-After), or messaging is not configured', 'Error'),
+  }
+  const fields = Object.keys(SendBodySchema.properties).map((name) => ({ name, in: 'query', required: false, schema: { type: 'string' } }))
+  return {
+    post: {
+      tags: ['Acrobits'],
+      summary,
+      description,
+      requestBody: {
+        required: true,
+        content: {
+          'application/json': { schema: { $ref: '#/components/schemas/SendMessage' } },
+          'application/x-www-form-urlencoded': { schema: { $ref: '#/components/schemas/SendMessage' } },
+        },
+      },
+      responses,
+    },
+    get: { tags: ['Acrobits'], summary, description, parameters: fields, responses },
+  }
+}
+
 export function buildOpenApiDocument() {
   return {
     openapi: '3.1.0',
@@ -70,6 +106,7 @@ export function buildOpenApiDocument() {
     paths: {
       [REPORT_PATH]: reportOperation('Push Token Reporter', 'Stores the push tokens of an account and registers its pusher on the homeserver.'),
       [REMOVAL_PATH]: reportOperation('Account Removal Reporter', 'Forgets an account and deletes its pusher on the homeserver.'),
+      [SEND_PATH]: sendOperations(),
       [NOTIFY_PATH]: {
         post: {
           tags: ['Matrix'],
@@ -126,6 +163,7 @@ export function buildOpenApiDocument() {
           required: ['errcode', 'error'],
           properties: { errcode: { type: 'string', examples: ['M_BAD_JSON'] }, error: { type: 'string' } },
         },
+        SmsId: { type: 'object', required: ['sms_id'], properties: { sms_id: { type: 'string', description: 'The Matrix event id' } } },
         Status: {
           type: 'object',
           required: ['status'],

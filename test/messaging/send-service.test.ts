@@ -10,7 +10,8 @@ import { createPasswordVerifier } from '../../src/matrix/auth.ts'
 import { createMatrixClient } from '../../src/matrix/client.ts'
 import type { ClientEvent } from '../../src/matrix/event.ts'
 import { createMetrics } from '../../src/metrics.ts'
-import { createOutboxTable, sqliteOutbox } from '../../src/messages/outbox.ts'
+import { sqliteOutbox } from '../../src/messages/outbox.ts'
+import { migrate } from '../../src/store/migrations.ts'
 import { createSendService, type SendDeps, type SendIndex } from '../../src/messages/send.ts'
 import { normalizeSend, type SendBody } from '../../src/messages/send-request.ts'
 import { startFakeSynapse } from '../fakes/synapse.ts'
@@ -54,7 +55,7 @@ beforeEach(() => {
   mem = memoryIndex()
   db?.close()
   db = new Database(':memory:')
-  createOutboxTable(db)
+  migrate(db)
 })
 afterAll(() => db?.close())
 
