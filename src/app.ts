@@ -7,13 +7,15 @@ import { Value, type ValueError } from '@sinclair/typebox/value'
 import type { Logger } from 'pino'
 import { readBodyText } from './body.ts'
 import { clientAddress } from './client-address.ts'
-import { NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH, type Config } from './config.ts'
-import { AppError, badRequest, forbidden, methodNotAllowed, notJson, unrecognized } from './errors.ts'
+import { FETCH_PATH, NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH, type Config } from './config.ts'
+import { AppError, badRequest, forbidden, methodNotAllowed, notConfigured, notFound, notJson, unrecognized } from './errors.ts'
 import { NotifyBodySchema, type Notification, type NotifyBody } from './gateway/schema.ts'
 import type { Metrics } from './metrics.ts'
 import { OPENAPI_PATH, openApiDocument } from './openapi.ts'
 import { normalizeReport, parseReportBody, REPORT_BODY_LIMIT, ReportBodySchema, type Report, type ReportBody } from './report/parse.ts'
 import type { TokenStore } from './store/types.ts'
+import { assertHomeserver, parseTransactionBody, TRANSACTION_BODY_LIMIT, type TransactionHandler } from './appservice/transactions.ts'
+import { FETCH_BODY_LIMIT, FetchBodySchema, normalizeFetch, type FetchAnswer, type FetchBody, type FetchRequest } from './messages/fetch.ts'
 
 /** The reference push gateway (Sygnal) caps notify bodies at 512 KiB. */
 export const NOTIFY_BODY_LIMIT = 512 * 1024
@@ -32,6 +34,13 @@ export interface AppDeps {
   draining: () => boolean
   /** Serve /metrics on this app (false when METRICS_ADDRESS gives it a listener of its own). */
   serveMetrics: boolean
+  /** Messaging (issue 9): the appservice routes and Fetch Messages; `missing` names what is unset. */
+  messaging: {
+    missing?: string
+    hsToken?: string
+    transactions?: TransactionHandler
+    fetch: (r: FetchRequest, client: string | undefined, log: Logger) => Promise<FetchAnswer>
+  }
 }
 
 const isMatrixPath = (path: string) => path.startsWith('/_matrix/')
@@ -158,6 +167,38 @@ export function createApp(deps: AppDeps) {
         },
       },
     )
+    .put(
+      '/_matrix/app/v1/transactions/:txnId',
+      ({ body, params, request }) => messaging().transactions!.handle(params.txnId, body as unknown[], reqLog(request)).then(() => ({})),
+      {
+        parse: async ({ request }) => {
+          assertAppservice(request)
+          return parseTransactionBody(await readBodyText(request, TRANSACTION_BODY_LIMIT))
+        },
+      },
+    )
+    .post('/_matrix/app/v1/ping', ({ request }) => {
+      // The body ({"transaction_id": ...}) says nothing the answer depends on.
+      assertAppservice(request)
+      return {}
+    })
+    .get('/_matrix/app/v1/users/:userId', ({ request }) => {
+      assertAppservice(request)
+      throw notFound('This application service creates no users')
+    })
+    .get('/_matrix/app/v1/rooms/:alias', ({ request }) => {
+      assertAppservice(request)
+      throw notFound('This application service creates no rooms')
+    })
+    .post(FETCH_PATH, ({ body, request, server }) => deps.messaging.fetch(normalizeFetch(body as FetchBody), peerOf(request, server), reqLog(request)), {
+      parse: async ({ request }) =>
+        assertMatches(FetchBodySchema, parseReportBody(request.headers.get('content-type'), await readBodyText(request, FETCH_BODY_LIMIT))),
+    })
+    .get(FETCH_PATH, ({ request, server }) => {
+      const query: Record<string, string> = {}
+      for (const [key, value] of new URL(request.url).searchParams) if (!(key in query)) query[key] = value
+      return deps.messaging.fetch(normalizeFetch(assertMatches(FetchBodySchema, query)), peerOf(request, server), reqLog(request))
+    })
     .get('/health', () => ({ status: 'ok' }))
     .get(OPENAPI_PATH, () => openApiDocument())
     .get('/ready', ({ set }) => {
@@ -176,10 +217,22 @@ export function createApp(deps: AppDeps) {
 
   if (deps.serveMetrics) app.get('/metrics', () => metricsResponse(deps))
 
-  for (const path of [REPORT_PATH, REMOVAL_PATH, NOTIFY_PATH, '/health', '/ready', OPENAPI_PATH, ...(deps.serveMetrics ? ['/metrics'] : [])]) {
+  for (const path of ['/_matrix/app/v1/transactions/:txnId', '/_matrix/app/v1/ping', FETCH_PATH, REPORT_PATH, REMOVAL_PATH, NOTIFY_PATH, '/health', '/ready', OPENAPI_PATH, ...(deps.serveMetrics ? ['/metrics'] : [])]) {
     app.all(path, () => {
       throw methodNotAllowed()
     })
+  }
+
+  function messaging() {
+    const m = deps.messaging
+    if (m.missing !== undefined || m.transactions === undefined) throw notConfigured(m.missing ?? 'MATRIX_HS_TOKEN', 'Messaging')
+    return m
+  }
+
+  /** Before the body is read: Synapse proves itself with the hs_token. */
+  function assertAppservice(request: Request) {
+    const m = messaging()
+    assertHomeserver(request, m.hsToken!)
   }
 
   function assertNotifyAllowed(request: Request, server: Parameters<typeof peerOf>[1]) {

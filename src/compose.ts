@@ -4,7 +4,12 @@
  */
 import type { DestinationStream } from 'pino'
 import { createApp } from './app.ts'
-import type { Config } from './config.ts'
+import { missingFor, type Config } from './config.ts'
+import { createTransactionHandler } from './appservice/transactions.ts'
+import { createEnrolment } from './messages/enrol.ts'
+import { createFetchService } from './messages/fetch.ts'
+import type { MessageIndex } from './messages/index-store.ts'
+import { openSqliteIndex } from './messages/sqlite-index.ts'
 import { createDedupe } from './gateway/dedupe.ts'
 import { createNotifyHandler } from './gateway/notify.ts'
 import { createLogger } from './log.ts'
@@ -30,6 +35,7 @@ export interface ComposeOptions {
   storeBusyWaitMs?: number
   /** How long a report waits for its first pusher attempt before the app is answered. */
   reportPusherWaitMs?: number
+  index?: MessageIndex
 }
 
 /**
@@ -62,7 +68,19 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     matrix && config.authMode === 'matrix'
       ? createPasswordVerifier({ matrix, log, metrics, now, failuresPerMinute: config.authFailuresPerMinute })
       : undefined
-  const reports = createReportService({ config, store, verifier, worker, log, metrics, now, storeBusyWaitMs: options.storeBusyWaitMs, inlineWaitMs: options.reportPusherWaitMs })
+  const messaging = composeMessaging(config, { log, now, matrix, verifier, index: options.index })
+  const reports = createReportService({
+    config,
+    store,
+    verifier,
+    worker,
+    log,
+    metrics,
+    now,
+    storeBusyWaitMs: options.storeBusyWaitMs,
+    inlineWaitMs: options.reportPusherWaitMs,
+    enrol: messaging.index && messaging.enrol,
+  })
   const notify = createNotifyHandler({
     config,
     store,
@@ -84,10 +102,13 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     reports,
     draining: () => draining,
     serveMetrics: config.metricsAddress === undefined,
+    messaging: { missing: messaging.missing, hsToken: config.hsToken, transactions: messaging.transactions, fetch: messaging.fetch },
   })
   return {
     app,
     store,
+    index: messaging.index,
+    messaging,
     worker,
     matrix,
     log,
@@ -99,3 +120,56 @@ export function compose(config: Config, options: ComposeOptions = {}) {
 }
 
 export type Service = ReturnType<typeof compose>
+
+/**
+ * Messaging (issue 9), on when the homeserver URL, MATRIX_AS_TOKEN and MATRIX_HS_TOKEN are all set:
+ * the message index, the transaction handler Synapse feeds, Fetch Messages and enrolment.
+ */
+function composeMessaging(
+  config: Config,
+  deps: {
+    log: ReturnType<typeof createLogger>
+    now: () => number
+    matrix?: ReturnType<typeof createMatrixClient>
+    verifier?: ReturnType<typeof createPasswordVerifier>
+    index?: MessageIndex
+  },
+) {
+  const missing = missingFor(config).messaging
+  const index = missing === undefined ? (deps.index ?? openSqliteIndex(config.dbPath)) : undefined
+  const log = deps.log.child({ component: 'messaging' })
+  // The appservice's own user (sender_localpart) is never enrolled; whoami with the as_token names it.
+  let senderUserId: string | undefined
+  if (index && deps.matrix) {
+    deps.matrix.whoami().then(
+      (r) => (senderUserId = r.userId),
+      (e) => log.warn({ err: (e as Error).message }, "could not learn the appservice's own user (whoami)"),
+    )
+  }
+  const wake = { afterCommit: () => {} }
+  const enrol = index ? createEnrolment({ index, senderUserId: () => senderUserId, now: deps.now, afterQueue: () => wake.afterCommit() }) : async () => {}
+  const transactions = index
+    ? createTransactionHandler({
+        index,
+        log,
+        now: deps.now,
+        context: () => ({
+          senderUserId,
+          serverName: config.serverName,
+          autoJoinDirect: config.autoJoinDirect,
+          oldestTs: deps.now() - config.messageRetentionDays * 86_400_000,
+        }),
+        afterCommit: () => wake.afterCommit(),
+      })
+    : undefined
+  const fetchService = createFetchService({
+    index: index!,
+    verifier: deps.verifier,
+    authMode: config.authMode,
+    missing,
+    book: { serverName: config.serverName, mapping: config.mapping },
+    enrol,
+    now: deps.now,
+  })
+  return { missing, index, transactions, enrol, fetch: fetchService.fetch, wake }
+}

@@ -10,6 +10,7 @@ import { parseMappingFile, type MappingEntry } from './report/mapping.ts'
 export const NOTIFY_PATH = '/_matrix/push/v1/notify'
 export const REPORT_PATH = '/api/client/push_token_report'
 export const REMOVAL_PATH = '/api/client/account_removal_report'
+export const FETCH_PATH = '/api/client/fetch_messages'
 export const DEFAULT_PNM_URL = 'https://pnm.cloudsoftphone.com/pnm2/send'
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'fatal'
@@ -45,6 +46,12 @@ export interface Config {
   /** When set, only these addresses may call the push gateway. */
   readonly notifyAllowedIps?: AddressSet
   readonly metricsAddress?: { readonly host: string; readonly port: number }
+  /** The registration's hs_token: what Synapse sends to the appservice routes. */
+  readonly hsToken?: string
+  /** The registration's `id`, for the client-side appservice ping. */
+  readonly asId: string
+  readonly messageRetentionDays: number
+  readonly autoJoinDirect: boolean
 }
 
 export type ConfigResult = { ok: true; config: Config } | { ok: false; errors: string[] }
@@ -73,6 +80,10 @@ export const ENV_DOC: ReadonlyArray<readonly [string, string]> = [
   ['METRICS_ADDRESS', 'host:port for /metrics on a separate listener (default: on the main port)'],
   ['LOGLEVEL', 'DEBUG, INFO (default), WARNING, ERROR or CRITICAL'],
   ['LOG_FORMAT', 'json (default) or pretty'],
+  ['MATRIX_HS_TOKEN', "the registration's hs_token; messaging is on with it, MATRIX_HOMESERVER_URL and MATRIX_AS_TOKEN"],
+  ['MATRIX_AS_ID', "the registration's id (default matrix2acrobits)"],
+  ['MESSAGE_RETENTION_DAYS', 'days a message stays in the message index (default 30)'],
+  ['AUTO_JOIN_DIRECT', 'on (default) or off: accept direct-chat invites for enrolled users'],
 ]
 
 const LOG_LEVELS: Record<string, LogLevel> = {
@@ -164,6 +175,14 @@ export function loadConfig(
     if (found === undefined) errors.push(`${name}: "${raw}" is not one of ${allowed.join(', ')}`)
     return found ?? fallback
   }
+  const onOff = (name: string, fallback: boolean): boolean => {
+    const raw = get(name)?.toLowerCase()
+    if (raw === undefined) return fallback
+    if (['on', 'true', '1', 'yes'].includes(raw)) return true
+    if (['off', 'false', '0', 'no'].includes(raw)) return false
+    errors.push(`${name}: "${raw}" is not on or off`)
+    return fallback
+  }
   const addresses = (name: string): AddressSet | undefined => {
     const raw = get(name)
     if (raw === undefined) return undefined
@@ -245,6 +264,10 @@ export function loadConfig(
     trustProxy: addresses('TRUST_PROXY'),
     notifyAllowedIps: addresses('NOTIFY_ALLOWED_IPS'),
     metricsAddress,
+    hsToken: get('MATRIX_HS_TOKEN'),
+    asId: get('MATRIX_AS_ID') ?? 'matrix2acrobits',
+    messageRetentionDays: int('MESSAGE_RETENTION_DAYS', 30, 1, 36_500),
+    autoJoinDirect: onOff('AUTO_JOIN_DIRECT', true),
   }
   return errors.length > 0 ? { ok: false, errors } : { ok: true, config: Object.freeze(config) }
 }
@@ -262,6 +285,15 @@ export function missingFor(config: Config) {
           ? 'MATRIX_HOMESERVER_URL'
           : config.asToken === undefined
             ? 'MATRIX_AS_TOKEN'
+            : undefined,
+    /** Messaging (the appservice feed, the message index, Fetch Messages) needs all three. */
+    messaging:
+      config.homeserverUrl === undefined
+        ? 'MATRIX_HOMESERVER_URL'
+        : config.asToken === undefined
+          ? 'MATRIX_AS_TOKEN'
+          : config.hsToken === undefined
+            ? 'MATRIX_HS_TOKEN'
             : undefined,
     /** Deriving user IDs from usernames needs a server name. */
     serverName: config.serverName === undefined ? 'MATRIX_SERVER_NAME' : undefined,

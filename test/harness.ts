@@ -127,6 +127,7 @@ export async function startHarness(options: HarnessOptions = {}) {
     async close() {
       await service.worker.stop()
       service.store.close()
+      service.index?.close()
       synapse.stop()
       pnm.stop()
       rmSync(dir, { recursive: true, force: true })
