@@ -4,18 +4,9 @@
  * when the event is not a message the app should list.
  */
 
-/** A client-format event, as transactions, /event, /messages and the proxy's own sends carry it. */
-export interface ClientEvent {
-  event_id: string
-  room_id: string
-  sender: string
-  type: string
-  origin_server_ts: number
-  content: Record<string, unknown>
-  state_key?: string
-  redacts?: string
-  unsigned?: Record<string, unknown>
-}
+import type { ClientEvent } from '../matrix/event.ts'
+
+export type { ClientEvent }
 
 export const ENCRYPTED_TEXT = '🔒 Encrypted message: open a Matrix client to read it'
 

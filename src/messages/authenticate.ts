@@ -1,0 +1,29 @@
+/**
+ * Who is asking, for the messaging routes: always a password check on the homeserver (the token
+ * report's verifier, cache and failure limiter). With AUTH_MODE=none there is no password check,
+ * and nobody's messages may be read or sent in their name: the routes refuse with 403.
+ */
+import { forbidden, notConfigured, unauthorized } from '../errors.ts'
+import type { PasswordVerifier } from '../matrix/auth.ts'
+
+export interface MessagingAuthDeps {
+  readonly verifier?: PasswordVerifier
+  readonly authMode: 'matrix' | 'none'
+  /** The variable messaging still needs, when it is off. */
+  readonly missing?: string
+}
+
+export async function authenticateMessaging(
+  deps: MessagingAuthDeps,
+  what: string,
+  credentials: { username?: string; password?: string },
+  clientAddress: string | undefined,
+): Promise<string> {
+  if (deps.missing !== undefined) throw notConfigured(deps.missing, 'Messaging')
+  if (deps.authMode === 'none') {
+    throw forbidden(`${what} needs AUTH_MODE=matrix: without a password check, anyone could act in anyone's name`)
+  }
+  if (credentials.username === undefined || credentials.password === undefined) throw unauthorized('username and password are required')
+  if (deps.verifier === undefined) throw notConfigured('MATRIX_HOMESERVER_URL', 'Checking the password')
+  return deps.verifier.verify(credentials.username, credentials.password, clientAddress)
+}

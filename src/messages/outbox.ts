@@ -1,0 +1,103 @@
+/**
+ * The send outbox: one row per message the proxy sends, written before Synapse is called, with the
+ * transaction id (UUIDv7) every retry of that message reuses. Synapse deduplicates /send by path
+ * (room and transaction id), so a retry with the row's id and room never makes a second event.
+ * Rows hold a keyed digest of (user, to, content type, body), never the body: a repeat of the same
+ * message within SEND_DEDUPE_SECONDS finds the row and gets its event id.
+ */
+import type { Database } from 'bun:sqlite'
+
+export type OutboxState = 'pending' | 'sent' | 'failed'
+
+export interface OutboxRow {
+  readonly txnId: string
+  readonly userId: string
+  readonly dedupeKey: string
+  readonly roomId?: string
+  readonly eventId?: string
+  readonly state: OutboxState
+  readonly createdAt: number
+  /** The last change: a repeat within the window of the last answer counts as a repeat. */
+  readonly updatedAt: number
+}
+
+export interface OutboxStore {
+  /** The newest row of this key changed at or after `since`. */
+  recent(dedupeKey: string, since: number): Promise<OutboxRow | undefined>
+  create(row: { txnId: string; userId: string; dedupeKey: string; now: number }): Promise<void>
+  setRoom(txnId: string, roomId: string, now: number): Promise<void>
+  markSent(txnId: string, eventId: string, now: number): Promise<void>
+  markFailed(txnId: string, now: number): Promise<void>
+  /** Forgets rows older than `before`; Synapse forgets its transaction ids after ~30 minutes. */
+  prune(before: number): Promise<number>
+}
+
+/** The outbox table, as a schema migration (appended to src/store/migrations.ts). */
+export function createOutboxTable(db: Database) {
+  db.run(`CREATE TABLE send_outbox (
+    txn_id     TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    dedupe_key TEXT NOT NULL,
+    room_id    TEXT,
+    event_id   TEXT,
+    state      TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed')),
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  )`)
+  db.run('CREATE INDEX send_outbox_key ON send_outbox (dedupe_key, updated_at)')
+  db.run('CREATE INDEX send_outbox_created ON send_outbox (created_at)')
+}
+
+interface Raw {
+  txn_id: string
+  user_id: string
+  dedupe_key: string
+  room_id: string | null
+  event_id: string | null
+  state: OutboxState
+  created_at: number
+  updated_at: number
+}
+
+/** The outbox on bun:sqlite; the database handle is shared with the store that migrated it. */
+export function sqliteOutbox(db: Database): OutboxStore {
+  const recent = db.prepare<Raw, [string, number]>(
+    'SELECT * FROM send_outbox WHERE dedupe_key = ? AND updated_at >= ? ORDER BY updated_at DESC, created_at DESC LIMIT 1',
+  )
+  const insert = db.prepare("INSERT INTO send_outbox (txn_id, user_id, dedupe_key, state, created_at, updated_at) VALUES (?, ?, ?, 'pending', ?, ?)")
+  const setRoom = db.prepare('UPDATE send_outbox SET room_id = ?, updated_at = ? WHERE txn_id = ?')
+  const sent = db.prepare("UPDATE send_outbox SET state = 'sent', event_id = ?, updated_at = ? WHERE txn_id = ?")
+  const failed = db.prepare("UPDATE send_outbox SET state = 'failed', updated_at = ? WHERE txn_id = ? AND state <> 'sent'")
+  const prune = db.prepare('DELETE FROM send_outbox WHERE created_at < ?')
+  return {
+    async recent(key, since) {
+      const r = recent.get(key, since)
+      if (!r) return undefined
+      return {
+        txnId: r.txn_id,
+        userId: r.user_id,
+        dedupeKey: r.dedupe_key,
+        roomId: r.room_id ?? undefined,
+        eventId: r.event_id ?? undefined,
+        state: r.state,
+        createdAt: r.created_at,
+        updatedAt: r.updated_at,
+      }
+    },
+    async create(row) {
+      insert.run(row.txnId, row.userId, row.dedupeKey, row.now, row.now)
+    },
+    async setRoom(txnId, roomId, now) {
+      setRoom.run(roomId, now, txnId)
+    },
+    async markSent(txnId, eventId, now) {
+      sent.run(eventId, now, txnId)
+    },
+    async markFailed(txnId, now) {
+      failed.run(now, txnId)
+    },
+    async prune(before) {
+      return prune.run(before).changes
+    },
+  }
+}
