@@ -10,6 +10,7 @@ import { createEnrolment } from './messages/enrol.ts'
 import { createFetchService } from './messages/fetch.ts'
 import type { MessageIndex } from './messages/index-store.ts'
 import { openSqliteIndex } from './messages/sqlite-index.ts'
+import { createJobWorker } from './messages/jobs.ts'
 import { createDedupe } from './gateway/dedupe.ts'
 import { createNotifyHandler } from './gateway/notify.ts'
 import { createLogger } from './log.ts'
@@ -68,7 +69,7 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     matrix && config.authMode === 'matrix'
       ? createPasswordVerifier({ matrix, log, metrics, now, failuresPerMinute: config.authFailuresPerMinute })
       : undefined
-  const messaging = composeMessaging(config, { log, now, matrix, verifier, index: options.index })
+  const messaging = composeMessaging(config, { log, now, matrix, verifier, index: options.index, store, jobRetryBaseMs: options.pusherRetryBaseMs })
   const reports = createReportService({
     config,
     store,
@@ -133,6 +134,8 @@ function composeMessaging(
     matrix?: ReturnType<typeof createMatrixClient>
     verifier?: ReturnType<typeof createPasswordVerifier>
     index?: MessageIndex
+    store: TokenStore
+    jobRetryBaseMs?: number
   },
 ) {
   const missing = missingFor(config).messaging
@@ -146,19 +149,21 @@ function composeMessaging(
       (e) => log.warn({ err: (e as Error).message }, "could not learn the appservice's own user (whoami)"),
     )
   }
-  const wake = { afterCommit: () => {} }
+  const context = () => ({
+    senderUserId,
+    serverName: config.serverName,
+    autoJoinDirect: config.autoJoinDirect,
+    oldestTs: deps.now() - config.messageRetentionDays * 86_400_000,
+  })
+  const jobs = index && deps.matrix ? createJobWorker({ index, matrix: deps.matrix, log, now: deps.now, context, retryBaseMs: deps.jobRetryBaseMs }) : undefined
+  const wake = { afterCommit: () => jobs?.kick() }
   const enrol = index ? createEnrolment({ index, senderUserId: () => senderUserId, now: deps.now, afterQueue: () => wake.afterCommit() }) : async () => {}
   const transactions = index
     ? createTransactionHandler({
         index,
         log,
         now: deps.now,
-        context: () => ({
-          senderUserId,
-          serverName: config.serverName,
-          autoJoinDirect: config.autoJoinDirect,
-          oldestTs: deps.now() - config.messageRetentionDays * 86_400_000,
-        }),
+        context,
         afterCommit: () => wake.afterCommit(),
       })
     : undefined
@@ -171,5 +176,34 @@ function composeMessaging(
     enrol,
     now: deps.now,
   })
-  return { missing, index, transactions, enrol, fetch: fetchService.fetch, wake }
+  let pruner: ReturnType<typeof setInterval> | undefined
+  const prune = async () => {
+    if (!index) return
+    try {
+      const { messages } = await index.prune(deps.now() - config.messageRetentionDays * 86_400_000)
+      if (messages > 0) log.info({ messages, retention_days: config.messageRetentionDays }, 'old messages left the index')
+    } catch (e) {
+      log.error({ err: (e as Error).message }, 'could not prune the message index')
+    }
+  }
+  return {
+    missing,
+    index,
+    transactions,
+    enrol,
+    jobs,
+    fetch: fetchService.fetch,
+    /** Starts the jobs, prunes hourly, and enrols the users who reported a token before messaging was on. */
+    async start() {
+      if (!index) return
+      jobs?.start()
+      await prune()
+      pruner = setInterval(prune, 3_600_000)
+      for (const r of deps.store.listRegistrations()) await enrol(r.matrixUserId, log).catch(() => {})
+    },
+    async stop() {
+      if (pruner) clearInterval(pruner)
+      await jobs?.stop()
+    },
+  }
 }

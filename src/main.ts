@@ -110,6 +110,7 @@ export async function serve(config: Config): Promise<void> {
     log.info({ address: `${metricsServer.hostname}:${metricsServer.port}` }, 'metrics listening')
   }
   worker.start()
+  await service.messaging.start()
 
   let stopping = false
   const shutdown = async (signal: string) => {
@@ -125,6 +126,7 @@ export async function serve(config: Config): Promise<void> {
     }
     metricsServer?.stop(true)
     await worker.stop()
+    await service.messaging.stop()
     store.close()
     service.index?.close()
     log.info('stopped')

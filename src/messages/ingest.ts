@@ -221,7 +221,10 @@ async function classify(tx: IndexTx, room: Room, ctx: IngestContext): Promise<Ro
 
 async function deliverTo(tx: IndexTx, userId: string, eventId: string, sent: boolean, room: Room, ctx: IngestContext) {
   const seq = await tx.deliver(userId, eventId, sent, ctx.now)
-  if (seq !== undefined && room.kind !== 'direct') await ensureAddress(tx, userId, room, ctx)
+  // A conversation keeps its address (after an upgrade too) until a rename gives it a new one.
+  if (seq !== undefined && room.kind !== 'direct' && (await tx.currentAddress(userId, room.conversation)) === undefined) {
+    await ensureAddress(tx, userId, room, ctx)
+  }
 }
 
 async function applyMessage(tx: IndexTx, event: ClientEvent, ctx: IngestContext): Promise<IngestOutcome> {
@@ -250,4 +253,13 @@ async function applyMessage(tx: IndexTx, event: ClientEvent, ctx: IngestContext)
   const room = await classify(tx, await tx.updateRoom(event.room_id, {}, ctx.now), ctx)
   for (const userId of recipients) await deliverTo(tx, userId, event.event_id, userId === event.sender, room, ctx)
   return 'stored'
+}
+
+/** A message already in the index becomes this user's too (a catch-up of a room others shared). */
+export async function deliverExisting(tx: IndexTx, userId: string, eventId: string, ctx: IngestContext) {
+  const message = await tx.getMessage(eventId)
+  if (message === undefined || message.redacted) return
+  if (!isPresent((await tx.getMember(message.roomId, userId))?.membership)) return
+  const room = await classify(tx, await tx.updateRoom(message.roomId, {}, ctx.now), ctx)
+  await deliverTo(tx, userId, eventId, message.sender === userId, room, ctx)
 }

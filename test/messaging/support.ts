@@ -7,11 +7,21 @@ export const PASSWORDS: Record<string, string> = { alice: 'alice-password', bob:
 export async function startMessaging(options: HarnessOptions = {}) {
   const h = await startHarness({
     ...options,
-    synapse: { users: PASSWORDS, ...options.synapse },
+    synapse: { users: PASSWORDS, hsToken: HS_TOKEN, sender: { retryDelayMs: () => 20 }, ...options.synapse },
     env: { MATRIX_HS_TOKEN: HS_TOKEN, ...options.env },
   })
+  // The fake Synapse PUTs its transactions to the app, as Synapse does to the proxy's URL.
+  h.synapse.connectAppservice({ handle: (r) => h.app.handle(r) })
   return {
     ...h,
+    /** Every queued transaction acknowledged, and every job the index holds run. */
+    async settle() {
+      for (let i = 0; i < 5; i++) {
+        await h.synapse.appservice.flushed()
+        await h.messaging.jobs?.idle()
+        await Bun.sleep(5)
+      }
+    },
     txn: (txnId: string | number, events: unknown[], token: string | null = HS_TOKEN) =>
       h.request('PUT', `/_matrix/app/v1/transactions/${txnId}`, { events }, token === null ? {} : { authorization: `Bearer ${token}` }),
     fetch: (user: string, fields: Record<string, string> = {}) =>
