@@ -4,7 +4,13 @@
  */
 import type { DestinationStream } from 'pino'
 import { createApp } from './app.ts'
-import type { Config } from './config.ts'
+import { missingFor, type Config } from './config.ts'
+import { createTransactionHandler } from './appservice/transactions.ts'
+import { createEnrolment } from './messages/enrol.ts'
+import { createFetchService } from './messages/fetch.ts'
+import type { MessageIndex } from './messages/index-store.ts'
+import { openSqliteIndex } from './messages/sqlite-index.ts'
+import { createJobWorker } from './messages/jobs.ts'
 import { createDedupe } from './gateway/dedupe.ts'
 import { createNotifyHandler } from './gateway/notify.ts'
 import { createLogger } from './log.ts'
@@ -16,7 +22,8 @@ import { createPusherWorker } from './pusher/worker.ts'
 import { createReportService } from './report/service.ts'
 import { notConfigured } from './errors.ts'
 import { openSqliteOutbox } from './messages/outbox.ts'
-import { createSendService, type SendIndex } from './messages/send.ts'
+import { createSendService } from './messages/send.ts'
+import { createSendIndex } from './messages/send-index.ts'
 import { openSqliteStore } from './store/sqlite.ts'
 import type { TokenStore } from './store/types.ts'
 
@@ -33,11 +40,10 @@ export interface ComposeOptions {
   storeBusyWaitMs?: number
   /** How long a report waits for its first pusher attempt before the app is answered. */
   reportPusherWaitMs?: number
-  /** Send Message's view of the message index. */
-  sendIndex?: SendIndex
   /** Waits between retries of a failed /send, and the longest a send may take (tests shorten them). */
   sendRetryDelaysMs?: readonly number[]
   sendBudgetMs?: number
+  index?: MessageIndex
 }
 
 /**
@@ -70,7 +76,19 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     matrix && config.authMode === 'matrix'
       ? createPasswordVerifier({ matrix, log, metrics, now, failuresPerMinute: config.authFailuresPerMinute })
       : undefined
-  const reports = createReportService({ config, store, verifier, worker, log, metrics, now, storeBusyWaitMs: options.storeBusyWaitMs, inlineWaitMs: options.reportPusherWaitMs })
+  const messaging = composeMessaging(config, { log, now, matrix, verifier, index: options.index, store, jobRetryBaseMs: options.pusherRetryBaseMs })
+  const reports = createReportService({
+    config,
+    store,
+    verifier,
+    worker,
+    log,
+    metrics,
+    now,
+    storeBusyWaitMs: options.storeBusyWaitMs,
+    inlineWaitMs: options.reportPusherWaitMs,
+    enrol: messaging.index && messaging.enrol,
+  })
   const notify = createNotifyHandler({
     config,
     store,
@@ -82,7 +100,7 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     retryDelaysMs: options.pnmRetryDelaysMs,
     deadlineMs: options.notifyDeadlineMs,
   })
-  const send = composeSend(config, { log, now, matrix, verifier, sendIndex: options.sendIndex, retryDelaysMs: options.sendRetryDelaysMs, budgetMs: options.sendBudgetMs })
+  const send = composeSend(config, { log, now, matrix, verifier, messaging, retryDelaysMs: options.sendRetryDelaysMs, budgetMs: options.sendBudgetMs })
   let draining = false
   const app = createApp({
     config,
@@ -94,11 +112,14 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     draining: () => draining,
     serveMetrics: config.metricsAddress === undefined,
     sendMessage: send.send,
+    messaging: { missing: messaging.missing, hsToken: config.hsToken, transactions: messaging.transactions, fetch: messaging.fetch },
   })
   return {
     app,
     store,
     outbox: send.outbox,
+    index: messaging.index,
+    messaging,
     worker,
     matrix,
     log,
@@ -111,7 +132,94 @@ export function compose(config: Config, options: ComposeOptions = {}) {
 
 export type Service = ReturnType<typeof compose>
 
-/** Send Message (issue 10): on with the homeserver, the appservice token and the message index. */
+/**
+ * Messaging (issue 9), on when the homeserver URL, MATRIX_AS_TOKEN and MATRIX_HS_TOKEN are all set:
+ * the message index, the transaction handler Synapse feeds, Fetch Messages and enrolment.
+ */
+function composeMessaging(
+  config: Config,
+  deps: {
+    log: ReturnType<typeof createLogger>
+    now: () => number
+    matrix?: ReturnType<typeof createMatrixClient>
+    verifier?: ReturnType<typeof createPasswordVerifier>
+    index?: MessageIndex
+    store: TokenStore
+    jobRetryBaseMs?: number
+  },
+) {
+  const missing = missingFor(config).messaging
+  const index = missing === undefined ? (deps.index ?? openSqliteIndex(config.dbPath)) : undefined
+  const log = deps.log.child({ component: 'messaging' })
+  // The appservice's own user (sender_localpart) is never enrolled; whoami with the as_token names it.
+  let senderUserId: string | undefined
+  if (index && deps.matrix) {
+    deps.matrix.whoami().then(
+      (r) => (senderUserId = r.userId),
+      (e) => log.warn({ err: (e as Error).message }, "could not learn the appservice's own user (whoami)"),
+    )
+  }
+  const context = () => ({
+    senderUserId,
+    serverName: config.serverName,
+    autoJoinDirect: config.autoJoinDirect,
+    oldestTs: deps.now() - config.messageRetentionDays * 86_400_000,
+  })
+  const jobs = index && deps.matrix ? createJobWorker({ index, matrix: deps.matrix, log, now: deps.now, context, retryBaseMs: deps.jobRetryBaseMs }) : undefined
+  const wake = { afterCommit: () => jobs?.kick() }
+  const enrol = index ? createEnrolment({ index, senderUserId: () => senderUserId, now: deps.now, afterQueue: () => wake.afterCommit() }) : async () => {}
+  const transactions = index
+    ? createTransactionHandler({
+        index,
+        log,
+        now: deps.now,
+        context,
+        afterCommit: () => wake.afterCommit(),
+      })
+    : undefined
+  const fetchService = createFetchService({
+    index: index!,
+    verifier: deps.verifier,
+    authMode: config.authMode,
+    missing,
+    book: { serverName: config.serverName, mapping: config.mapping },
+    enrol,
+    now: deps.now,
+  })
+  let pruner: ReturnType<typeof setInterval> | undefined
+  const prune = async () => {
+    if (!index) return
+    try {
+      const { messages } = await index.prune(deps.now() - config.messageRetentionDays * 86_400_000)
+      if (messages > 0) log.info({ messages, retention_days: config.messageRetentionDays }, 'old messages left the index')
+    } catch (e) {
+      log.error({ err: (e as Error).message }, 'could not prune the message index')
+    }
+  }
+  return {
+    missing,
+    index,
+    context,
+    transactions,
+    enrol,
+    jobs,
+    fetch: fetchService.fetch,
+    /** Starts the jobs, prunes hourly, and enrols the users who reported a token before messaging was on. */
+    async start() {
+      if (!index) return
+      jobs?.start()
+      await prune()
+      pruner = setInterval(prune, 3_600_000)
+      for (const r of deps.store.listRegistrations()) await enrol(r.matrixUserId, log).catch(() => {})
+    },
+    async stop() {
+      if (pruner) clearInterval(pruner)
+      await jobs?.stop()
+    },
+  }
+}
+
+/** Send Message (issue 10): on when messaging is; it reads and writes the same message index. */
 function composeSend(
   config: Config,
   deps: {
@@ -119,14 +227,13 @@ function composeSend(
     now: () => number
     matrix?: ReturnType<typeof createMatrixClient>
     verifier?: ReturnType<typeof createPasswordVerifier>
-    sendIndex?: SendIndex
+    messaging: ReturnType<typeof composeMessaging>
     retryDelaysMs?: readonly number[]
     budgetMs?: number
   },
 ) {
-  const missing =
-    config.homeserverUrl === undefined ? 'MATRIX_HOMESERVER_URL' : config.asToken === undefined ? 'MATRIX_AS_TOKEN' : deps.sendIndex === undefined ? 'MATRIX_HS_TOKEN' : undefined
-  if (missing !== undefined || !deps.matrix || !deps.sendIndex) {
+  const { index, missing, context, enrol } = deps.messaging
+  if (index === undefined || deps.matrix === undefined) {
     return {
       outbox: undefined,
       send: async () => {
@@ -137,13 +244,12 @@ function composeSend(
   const outbox = openSqliteOutbox(config.dbPath)
   const service = createSendService({
     matrix: deps.matrix,
-    index: deps.sendIndex,
+    index: createSendIndex({ index, matrix: deps.matrix, context, now: deps.now }),
     outbox,
     verifier: deps.verifier,
     authMode: config.authMode,
     book: { serverName: config.serverName, mapping: config.mapping },
-    // Until the message index enrols users, a sender is enrolled by their first fetch or report.
-    enrol: async () => {},
+    enrol,
     now: deps.now,
     dedupeSeconds: config.sendDedupeSeconds,
     dedupeSecret: config.asToken,

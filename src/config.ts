@@ -11,6 +11,7 @@ export const NOTIFY_PATH = '/_matrix/push/v1/notify'
 export const REPORT_PATH = '/api/client/push_token_report'
 export const REMOVAL_PATH = '/api/client/account_removal_report'
 export const SEND_PATH = '/api/client/send_message'
+export const FETCH_PATH = '/api/client/fetch_messages'
 export const DEFAULT_PNM_URL = 'https://pnm.cloudsoftphone.com/pnm2/send'
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'fatal'
@@ -48,6 +49,12 @@ export interface Config {
   readonly metricsAddress?: { readonly host: string; readonly port: number }
   /** Send Message: a repeat of the same message within this many seconds is sent once; 0 off. */
   readonly sendDedupeSeconds: number
+  /** The registration's hs_token: what Synapse sends to the appservice routes. */
+  readonly hsToken?: string
+  /** The registration's `id`, for the client-side appservice ping. */
+  readonly asId: string
+  readonly messageRetentionDays: number
+  readonly autoJoinDirect: boolean
 }
 
 export type ConfigResult = { ok: true; config: Config } | { ok: false; errors: string[] }
@@ -77,6 +84,10 @@ export const ENV_DOC: ReadonlyArray<readonly [string, string]> = [
   ['LOGLEVEL', 'DEBUG, INFO (default), WARNING, ERROR or CRITICAL'],
   ['LOG_FORMAT', 'json (default) or pretty'],
   ['SEND_DEDUPE_SECONDS', 'Send Message: the same message repeated within this many seconds is sent once (default 10; 0 off)'],
+  ['MATRIX_HS_TOKEN', "the registration's hs_token; messaging is on with it, MATRIX_HOMESERVER_URL and MATRIX_AS_TOKEN"],
+  ['MATRIX_AS_ID', "the registration's id (default matrix2acrobits)"],
+  ['MESSAGE_RETENTION_DAYS', 'days a message stays in the message index (default 30)'],
+  ['AUTO_JOIN_DIRECT', 'on (default) or off: accept direct-chat invites for enrolled users'],
 ]
 
 const LOG_LEVELS: Record<string, LogLevel> = {
@@ -168,6 +179,14 @@ export function loadConfig(
     if (found === undefined) errors.push(`${name}: "${raw}" is not one of ${allowed.join(', ')}`)
     return found ?? fallback
   }
+  const onOff = (name: string, fallback: boolean): boolean => {
+    const raw = get(name)?.toLowerCase()
+    if (raw === undefined) return fallback
+    if (['on', 'true', '1', 'yes'].includes(raw)) return true
+    if (['off', 'false', '0', 'no'].includes(raw)) return false
+    errors.push(`${name}: "${raw}" is not on or off`)
+    return fallback
+  }
   const addresses = (name: string): AddressSet | undefined => {
     const raw = get(name)
     if (raw === undefined) return undefined
@@ -250,6 +269,10 @@ export function loadConfig(
     notifyAllowedIps: addresses('NOTIFY_ALLOWED_IPS'),
     metricsAddress,
     sendDedupeSeconds: int('SEND_DEDUPE_SECONDS', 10, 0, 86_400),
+    hsToken: get('MATRIX_HS_TOKEN'),
+    asId: get('MATRIX_AS_ID') ?? 'matrix2acrobits',
+    messageRetentionDays: int('MESSAGE_RETENTION_DAYS', 30, 1, 36_500),
+    autoJoinDirect: onOff('AUTO_JOIN_DIRECT', true),
   }
   return errors.length > 0 ? { ok: false, errors } : { ok: true, config: Object.freeze(config) }
 }
@@ -267,6 +290,15 @@ export function missingFor(config: Config) {
           ? 'MATRIX_HOMESERVER_URL'
           : config.asToken === undefined
             ? 'MATRIX_AS_TOKEN'
+            : undefined,
+    /** Messaging (the appservice feed, the message index, Fetch Messages) needs all three. */
+    messaging:
+      config.homeserverUrl === undefined
+        ? 'MATRIX_HOMESERVER_URL'
+        : config.asToken === undefined
+          ? 'MATRIX_AS_TOKEN'
+          : config.hsToken === undefined
+            ? 'MATRIX_HS_TOKEN'
             : undefined,
     /** Deriving user IDs from usernames needs a server name. */
     serverName: config.serverName === undefined ? 'MATRIX_SERVER_NAME' : undefined,

@@ -63,6 +63,11 @@ function announce(service: Service, config: Config) {
   if (config.authMode === 'matrix' && missing.login !== undefined) {
     log.warn(`${missing.login} is not set: token reports (AUTH_MODE=matrix) are answered 503 until it is`)
   }
+  if (missing.messaging !== undefined) {
+    log.info(`messaging is off: ${missing.messaging} is not set (Fetch Messages and the appservice routes answer 503)`)
+  } else if (config.authMode === 'none') {
+    log.warn('messaging is on but AUTH_MODE=none: Fetch Messages refuses every request (it needs a password check)')
+  }
   if (config.authMode === 'none') {
     log.warn('AUTH_MODE=none: token reports are not authenticated; anyone who can reach this service can redirect the notifications of any user')
     if (missing.serverName !== undefined) log.warn('MATRIX_SERVER_NAME is not set: only Matrix IDs and MAPPING_FILE entries can be resolved')
@@ -105,6 +110,7 @@ export async function serve(config: Config): Promise<void> {
     log.info({ address: `${metricsServer.hostname}:${metricsServer.port}` }, 'metrics listening')
   }
   worker.start()
+  await service.messaging.start()
 
   let stopping = false
   const shutdown = async (signal: string) => {
@@ -120,8 +126,10 @@ export async function serve(config: Config): Promise<void> {
     }
     metricsServer?.stop(true)
     await worker.stop()
+    await service.messaging.stop()
     store.close()
     service.outbox?.close()
+    service.index?.close()
     log.info('stopped')
     process.exit(0)
   }
@@ -129,7 +137,13 @@ export async function serve(config: Config): Promise<void> {
   process.on('SIGINT', () => void shutdown('SIGINT'))
   // Announced only once the handlers are in place: whoever waits for this line may signal at once.
   log.info(
-    { version: VERSION, address: `${app.server!.hostname}:${app.server!.port}`, port: app.server!.port, database: config.dbPath },
+    {
+      version: VERSION,
+      address: `${app.server!.hostname}:${app.server!.port}`,
+      port: app.server!.port,
+      database: config.dbPath,
+      messaging: missingFor(config).messaging === undefined ? 'on' : `off (${missingFor(config).messaging} is not set)`,
+    },
     'matrix2acrobits listening',
   )
 }

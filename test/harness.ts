@@ -128,6 +128,7 @@ export async function startHarness(options: HarnessOptions = {}) {
       await service.worker.stop()
       service.store.close()
       service.outbox?.close()
+      service.index?.close()
       synapse.stop()
       pnm.stop()
       rmSync(dir, { recursive: true, force: true })

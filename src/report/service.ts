@@ -36,6 +36,8 @@ export interface ReportServiceDeps {
   now: () => number
   inlineWaitMs?: number
   storeBusyWaitMs?: number
+  /** Messaging: a user who reports a push token is enrolled (their messages get indexed). */
+  enrol?: (userId: string, log: Logger) => Promise<void>
 }
 
 export type ReportKind = 'report' | 'removal'
@@ -121,6 +123,10 @@ export function createReportService(deps: ReportServiceDeps) {
         },
         kind === 'report' ? 'token report stored' : 'account removed',
       )
+      if (kind === 'report' && deps.enrol) {
+        // The token is stored whatever happens here; the next report or fetch enrols again.
+        await deps.enrol(userId, log).catch((e) => log.error({ user_id: userId, err: (e as Error).message }, 'could not enrol the user for messaging'))
+      }
       if (result.jobs.length > 0) {
         // Past the wait the app gets its answer; the worker carries on (runSelector never rejects).
         await withTimeout(deps.worker.runSelector(report.selector), deps.inlineWaitMs ?? INLINE_PUSHER_WAIT_MS, 'the first pusher attempt').catch(() => {})
