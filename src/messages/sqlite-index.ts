@@ -300,6 +300,7 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
         depth--
       }
     },
+    message: tx.getMessage,
     deliverySeq: async (userId, eventId) => q.deliverySeq.get(userId, eventId)?.seq,
     deliveriesAfter: async (userId, sent, afterSeq, limit) => q.deliveriesAfter.all(userId, sent ? 1 : 0, afterSeq, limit).map(toDelivery),
     newestDeliveries: async (userId, sent, sinceTs, limit) => q.newestDeliveries.all(userId, sent ? 1 : 0, sinceTs, limit).map(toDelivery),
