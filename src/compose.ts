@@ -11,6 +11,7 @@ import { createFetchService } from './messages/fetch.ts'
 import type { MessageIndex } from './messages/index-store.ts'
 import { openSqliteIndex } from './messages/sqlite-index.ts'
 import { createJobWorker } from './messages/jobs.ts'
+import { createPushView } from './messages/push-view.ts'
 import { createDedupe } from './gateway/dedupe.ts'
 import { createNotifyHandler } from './gateway/notify.ts'
 import { createLogger } from './log.ts'
@@ -90,6 +91,7 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     enrol: messaging.index && messaging.enrol,
   })
   const notify = createNotifyHandler({
+    pushView: messaging.pushView,
     config,
     store,
     pnm,
@@ -177,12 +179,14 @@ function composeMessaging(
         afterCommit: () => wake.afterCommit(),
       })
     : undefined
+  const book = { serverName: config.serverName, mapping: config.mapping }
+  const pushView = index ? createPushView({ index, matrix: deps.matrix, book, now: deps.now, context }) : undefined
   const fetchService = createFetchService({
     index: index!,
     verifier: deps.verifier,
     authMode: config.authMode,
     missing,
-    book: { serverName: config.serverName, mapping: config.mapping },
+    book,
     enrol,
     now: deps.now,
   })
@@ -204,6 +208,7 @@ function composeMessaging(
     enrol,
     jobs,
     fetch: fetchService.fetch,
+    pushView,
     /** Starts the jobs, prunes hourly, and enrols the users who reported a token before messaging was on. */
     async start() {
       if (!index) return

@@ -185,16 +185,19 @@ const COMMAND_TABLE: readonly Command[] = [
       id: { type: 'string' },
       'sender-localpart': { type: 'string' },
       output: { type: 'string', short: 'o' },
+      url: { type: 'string' },
     },
-    usage: `appservice-registration [--server-name NAME] [--id ID] [--sender-localpart NAME] [-o FILE]
+    usage: `appservice-registration [--server-name NAME] [--id ID] [--sender-localpart NAME] [--url URL] [-o FILE]
   Prints a Synapse appservice registration with fresh as_token and hs_token, then the matching
   environment lines as comments. With -o, writes the registration to FILE (mode 0600, never over
   an existing file) and prints the environment lines.
   --server-name       default MATRIX_SERVER_NAME, else the hostname of MATRIX_HOMESERVER_URL
   --id                registration id (default matrix2acrobits)
-  --sender-localpart  the appservice's own user (default matrix2acrobits)`,
+  --sender-localpart  the appservice's own user (default matrix2acrobits)
+  --url               the proxy's base URL as Synapse reaches it (default PROXY_URL; without
+                      either, url: null and messaging stays off)`,
     run: (v, _a, env) =>
-      runRegistration(env, { serverName: str(v['server-name']), id: str(v.id), senderLocalpart: str(v['sender-localpart']), output: str(v.output) }, consoleIo),
+      runRegistration(env, { serverName: str(v['server-name']), id: str(v.id), senderLocalpart: str(v['sender-localpart']), output: str(v.output), url: str(v.url) }, consoleIo),
   },
   {
     words: ['tokens', 'list'],

@@ -100,6 +100,11 @@ export async function runCheck(env: Env, options: CheckOptions, io: CliIo): Prom
   if (server !== undefined) await checkNamespace(matrix, options.user ?? `@${SAMPLE_LOCALPART}:${server}`, options.user !== undefined, ok, fail)
   io.out("  note  Synapse cannot be asked whether the namespace is exclusive: it must say 'exclusive: false', or Synapse sends no pushes for its users")
 
+  io.out('messaging (appservice link)')
+  const messagingMissing = missingFor(config).messaging
+  if (messagingMissing !== undefined) warn(`${messagingMissing} is not set: messaging is off (no message index, Fetch Messages answers 503)`)
+  else await checkAppservicePing(matrix, config, ok, fail)
+
   io.out('push gateway URL')
   const proxyHost = new URL(config.proxyUrl!).hostname.replace(/^\[|\]$/g, '')
   try {
@@ -200,5 +205,33 @@ async function checkNamespace(matrix: MatrixClient, user: string, named: boolean
       if (named) fail(`the users namespace covers ${user}, but the homeserver has no such user`)
       else ok(`the users namespace covers ${user} (a made-up user, so "not registered" is the expected answer)`)
     } else fail(`whoami as ${user} failed: ${message}`)
+  }
+}
+
+/**
+ * Asks Synapse to ping this proxy's appservice routes (POST /_matrix/client/v1/appservice/{id}/ping):
+ * Synapse calls the registration's `url` with its hs_token, so one call tests the URL, the
+ * network path and MATRIX_HS_TOKEN together (FIELD-GUIDE §7 lists the answers).
+ */
+export async function checkAppservicePing(matrix: MatrixClient, config: Config, ok: (t: string) => void, fail: (t: string) => void) {
+  try {
+    const { durationMs } = await matrix.pingAppservice(config.asId, undefined, 65_000)
+    ok(`Synapse reached this proxy's appservice routes with the hs_token (${durationMs} ms)`)
+  } catch (e) {
+    const err = e as MatrixError
+    const status = typeof err.data?.status === 'number' ? err.data.status : undefined
+    if (err.errcode === 'M_BAD_STATUS' && (status === 401 || status === 403)) {
+      fail(`Synapse reached the proxy but the hs_token does not match: set MATRIX_HS_TOKEN to the registration's hs_token (the proxy answered ${status})`)
+    } else if (err.errcode === 'M_BAD_STATUS') {
+      fail(`Synapse reached the registration's url but it answered ${status ?? 'an error'}: is url this proxy's base URL, and is messaging on there?`)
+    } else if (err.errcode === 'M_CONNECTION_FAILED' || err.errcode === 'M_CONNECTION_TIMEOUT') {
+      fail(`Synapse cannot reach the registration's url (${err.errcode}): set url to the proxy's base URL as Synapse reaches it (appservice-registration --url), then restart Synapse`)
+    } else if (err.errcode === 'M_URL_NOT_SET') {
+      fail("the registration's url is null: Synapse sends no transactions; set it (appservice-registration --url) and restart Synapse")
+    } else if (err.status === 403 && /Mismatching application service ID/i.test(err.message)) {
+      fail(`MATRIX_AS_ID "${config.asId}" is not the registration's id`)
+    } else {
+      fail(`appservice ping failed: ${err.message}`)
+    }
   }
 }

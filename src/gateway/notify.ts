@@ -14,6 +14,7 @@ import type { Dedupe } from './dedupe.ts'
 import type { Device, Notification } from './schema.ts'
 import { isBadgeOnly, translateNotification } from './translate.ts'
 import type { Metrics } from '../metrics.ts'
+import { applyPushView, type PushViewLookup } from '../messages/push-view.ts'
 
 /** Synapse waits 60 s for an answer; the proxy answers well before, whatever the PNM does. */
 export const NOTIFY_DEADLINE_MS = 25_000
@@ -41,6 +42,8 @@ export interface NotifyDeps {
   sleep?: (ms: number) => Promise<void>
   deadlineMs?: number
   retryDelaysMs?: readonly number[]
+  /** Messaging on: the fetch's view of the message (Id, UserName, ThreadId, text) for the push. */
+  pushView?: PushViewLookup
 }
 
 export function createNotifyHandler(deps: NotifyDeps) {
@@ -100,12 +103,16 @@ export function createNotifyHandler(deps: NotifyDeps) {
       dlog.info('event already delivered to this device; not sent again')
       return 'duplicate'
     }
-    const request = translateNotification(
+    let request = translateNotification(
       n,
       device,
       { selector: account.selector, appId: account.appIdMsgs, token: account.tokenMsgs },
       { verb: deps.config.pnmVerb, fallbackText: deps.config.fallbackText },
     )
+    if (deps.pushView) {
+      const view = await deps.pushView(account.matrixUserId, eventId, n.room_id ?? undefined, dlog).catch(() => undefined)
+      if (view) request = applyPushView(request, view, typeof n.content?.body === 'string')
+    }
     const outcome = await deliver(request, deadline, dlog)
     if (outcome === 'overloaded') {
       dlog.warn('too many PNM requests in flight (PNM_MAX_INFLIGHT); asking Synapse to retry')

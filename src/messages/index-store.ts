@@ -119,6 +119,8 @@ export interface MessageIndex {
    */
   savepoint<T>(tx: IndexTx, fn: () => Promise<T>): Promise<T>
 
+  /** A stored message by event id. */
+  message(eventId: string): Promise<StoredMessage | undefined>
   /** The user's delivery with this event id, if any (redacted or not). */
   deliverySeq(userId: string, eventId: string): Promise<number | undefined>
   /** Send Message: rooms known as direct chats with both users as members, most recently active first. */

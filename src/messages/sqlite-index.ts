@@ -307,6 +307,7 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
         depth--
       }
     },
+    message: tx.getMessage,
     deliverySeq: async (userId, eventId) => q.deliverySeq.get(userId, eventId)?.seq,
     directRooms: async (userId, peer) => q.directRooms.all(userId, peer).map((r) => r.room_id),
     conversationOf: tx.addressTaken,
