@@ -127,7 +127,6 @@ export interface MessageIndex {
   directRooms(userId: string, peer: string): Promise<string[]>
   /** Send Message: the conversation a user's (group) address names. */
   conversationOf(userId: string, address: string): Promise<string | undefined>
-  message(eventId: string): Promise<StoredMessage | undefined>
   /** The user's visible deliveries of one list after `afterSeq`, oldest first. */
   deliveriesAfter(userId: string, sent: boolean, afterSeq: number, limit: number): Promise<DeliveryRow[]>
   /** The newest `limit` visible deliveries of one list whose message is not older than `sinceTs`, oldest first. */

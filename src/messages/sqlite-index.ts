@@ -311,7 +311,6 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
     deliverySeq: async (userId, eventId) => q.deliverySeq.get(userId, eventId)?.seq,
     directRooms: async (userId, peer) => q.directRooms.all(userId, peer).map((r) => r.room_id),
     conversationOf: tx.addressTaken,
-    message: tx.getMessage,
     deliveriesAfter: async (userId, sent, afterSeq, limit) => q.deliveriesAfter.all(userId, sent ? 1 : 0, afterSeq, limit).map(toDelivery),
     newestDeliveries: async (userId, sent, sinceTs, limit) => q.newestDeliveries.all(userId, sent ? 1 : 0, sinceTs, limit).map(toDelivery),
     deviceCursor: async (userId, device) => {
