@@ -104,6 +104,7 @@ export async function startHarness(options: HarnessOptions = {}) {
     ...options.compose,
   })
   service.worker.start()
+  await service.messaging.start()
 
   async function request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
     const init: RequestInit = { method, headers: { ...headers } }
@@ -126,6 +127,7 @@ export async function startHarness(options: HarnessOptions = {}) {
     notify: (notification: Record<string, unknown>) => request('POST', '/_matrix/push/v1/notify', { notification }),
     async close() {
       await service.worker.stop()
+      await service.messaging.stop()
       service.store.close()
       service.outbox?.close()
       service.index?.close()

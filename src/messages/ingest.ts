@@ -46,6 +46,8 @@ export interface IngestContext {
   /** Messages older than this never enter the index (retention). */
   readonly oldestTs: number
   readonly now: number
+  /** A race fill: the user whose push brought the event. */
+  readonly fillFor?: string
 }
 
 export type IngestSource = 'stream' | 'fill' | 'catchup'
@@ -70,7 +72,7 @@ export async function ingestEvent(tx: IndexTx, event: ClientEvent, ctx: IngestCo
     return 'redaction'
   }
   if (event.state_key !== undefined) return source === 'stream' ? applyState(tx, event, ctx) : 'ignored'
-  return applyMessage(tx, event, ctx)
+  return applyMessage(tx, event, ctx, source)
 }
 
 async function applyMember(tx: IndexTx, event: ClientEvent, ctx: IngestContext): Promise<IngestOutcome> {
@@ -227,12 +229,22 @@ async function deliverTo(tx: IndexTx, userId: string, eventId: string, sent: boo
   }
 }
 
-async function applyMessage(tx: IndexTx, event: ClientEvent, ctx: IngestContext): Promise<IngestOutcome> {
+async function applyMessage(tx: IndexTx, event: ClientEvent, ctx: IngestContext, source: IngestSource): Promise<IngestOutcome> {
   if (event.origin_server_ts < ctx.oldestTs) return 'not_needed'
-  if ((await tx.getMessage(event.event_id)) !== undefined) return 'duplicate'
   // A redacted event never comes back, whether a race fill or a catch-up brings it.
   if (await tx.isRedacted(event.event_id)) return 'duplicate'
-  const recipients = await tx.enrolledMembers(event.room_id)
+  const existing = await tx.getMessage(event.event_id)
+  if (existing !== undefined) {
+    // Stored before by a race fill: the stream, in room order, says who else was there at the time.
+    if (source === 'stream' && !existing.redacted) {
+      const room = await classify(tx, await tx.updateRoom(event.room_id, {}, ctx.now), ctx)
+      for (const userId of await tx.enrolledMembers(event.room_id)) await deliverTo(tx, userId, event.event_id, userId === event.sender, room, ctx)
+    }
+    return 'duplicate'
+  }
+  // A race fill is for the user the push was for (Synapse pushed it, so they are in the room); the
+  // index may not know their membership yet, nor who else was there: the stream delivers to them.
+  const recipients = source === 'fill' ? (ctx.fillFor !== undefined && (await tx.isEnrolled(ctx.fillFor)) ? [ctx.fillFor] : []) : await tx.enrolledMembers(event.room_id)
   if (recipients.length === 0) return 'not_needed'
   const original = editOf(event)
   if (original !== undefined) {

@@ -45,7 +45,7 @@ export function createPushView(deps: {
         const raw = await withTimeout(deps.matrix.getEvent(userId, roomId, eventId), RACE_FILL_TIMEOUT_MS, 'fetching the event from the homeserver')
         const parsed = parseClientEvent(raw)
         if (parsed.ok) {
-          const ctx = { ...deps.context(), now: deps.now() }
+          const ctx = { ...deps.context(), now: deps.now(), fillFor: userId }
           await deps.index.write((tx) => ingestEvent(tx, parsed.event, ctx, 'fill'))
           message = await deps.index.message(eventId)
           log.debug({ event_id: eventId, indexed: message !== undefined }, 'event fetched from the homeserver before its transaction')
