@@ -1,7 +1,7 @@
 /**
  * Send Message's view of the message index (issue 9's store): the pair's known direct chats, the
  * room a group address names, the room of a message a read report is about, and the sent event
- * written at once — the same way a transaction writes it, so fetch and push see one message.
+ * written at once — by the same ingestion as a transaction, so fetch and push see one message.
  */
 import type { Logger } from 'pino'
 import type { MatrixClient } from '../matrix/client.ts'
@@ -45,12 +45,14 @@ export function createSendIndex(deps: {
     },
     async recordSent(event: ClientEvent, log: Logger) {
       // A room the proxy just created is not in the index yet (its events are still on their way
-      // from Synapse): its first events are read as the sender and applied first, so the message
-      // has its members and reaches both users' lists now. Only while the index knows nothing of
-      // the room, checked inside the write: the stream, once it has begun, always wins.
+      // from Synapse), and a room is classified once: its first events are read as the sender and
+      // applied first, so it is known as the direct chat it is. Only while the index knows nothing
+      // of the room, checked inside the write: once the stream has begun, it wins.
       const known = (await index.rooms([event.room_id])).has(event.room_id)
       const opening = known ? [] : (await deps.matrix.roomMessages(event.sender, event.room_id, { dir: 'f', limit: NEW_ROOM_EVENTS })).chunk
-      const ctx = { ...deps.context(), now: deps.now() }
+      // The message itself as a race fill for the sender (enrolled by the send): their other
+      // devices see it at once. Synapse's echo then delivers it, in room order, to the others.
+      const ctx = { ...deps.context(), now: deps.now(), fillFor: event.sender }
       const outcome = await index.write(async (tx) => {
         if (opening.length > 0 && (await tx.getRoom(event.room_id)) === undefined) {
           for (const e of opening) if (e.event_id !== event.event_id) await ingestEvent(tx, e, ctx, 'stream')
