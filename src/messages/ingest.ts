@@ -237,7 +237,7 @@ async function applyMessage(tx: IndexTx, event: ClientEvent, ctx: IngestContext,
   if (existing !== undefined) {
     // Stored before by a race fill: the stream, in room order, says who else was there at the time.
     if (source === 'stream' && !existing.redacted) {
-      const room = await classify(tx, await tx.updateRoom(event.room_id, {}, ctx.now), ctx)
+      const room = await classify(tx, (await tx.getRoom(event.room_id)) ?? (await tx.updateRoom(event.room_id, {}, ctx.now)), ctx)
       for (const userId of await tx.enrolledMembers(event.room_id)) await deliverTo(tx, userId, event.event_id, userId === event.sender, room, ctx)
     }
     return 'duplicate'
@@ -262,7 +262,7 @@ async function applyMessage(tx: IndexTx, event: ClientEvent, ctx: IngestContext,
     ctx.now,
   )
   if (ord === undefined) return 'duplicate'
-  const room = await classify(tx, await tx.updateRoom(event.room_id, {}, ctx.now), ctx)
+  const room = await classify(tx, (await tx.getRoom(event.room_id)) ?? (await tx.updateRoom(event.room_id, {}, ctx.now)), ctx)
   for (const userId of recipients) await deliverTo(tx, userId, event.event_id, userId === event.sender, room, ctx)
   return 'stored'
 }

@@ -190,6 +190,11 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
     pruneTxns: db.prepare<null, [number]>('DELETE FROM mx_transactions WHERE committed_at < ?'),
     pruneRedacted: db.prepare<null, [number]>('DELETE FROM mx_redacted WHERE redacted_at < ?'),
     countMessages: db.prepare<{ n: number }, []>('SELECT count(*) AS n FROM mx_events'),
+    begin: db.prepare('BEGIN IMMEDIATE'),
+    commit: db.prepare('COMMIT'),
+    savepoint: db.prepare('SAVEPOINT event'),
+    release: db.prepare('RELEASE event'),
+    rollbackTo: db.prepare('ROLLBACK TO event'),
   }
 
   const getRoom = (roomId: string) => {
@@ -269,7 +274,6 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
   // Writers take turns: a transaction stays open across the awaits of its function, and a write
   // outside it must not land inside it.
   let queue: Promise<unknown> = Promise.resolve()
-  let depth = 0
   function serial<T>(run: () => T | Promise<T>): Promise<T> {
     const next = queue.then(run, run)
     queue = next.catch(() => {})
@@ -279,10 +283,10 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
   return {
     write<T>(fn: (tx: IndexTx) => Promise<T>): Promise<T> {
       return serial(async () => {
-        db.run('BEGIN IMMEDIATE')
+        q.begin.run()
         try {
           const result = await fn(tx)
-          db.run('COMMIT')
+          q.commit.run()
           return result
         } catch (e) {
           if (db.inTransaction) db.run('ROLLBACK')
@@ -291,20 +295,18 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
       })
     },
     async savepoint<T>(_tx: IndexTx, fn: () => Promise<T>): Promise<T> {
-      const name = `sp${++depth}`
-      db.run(`SAVEPOINT ${name}`)
+      // One name for every level: ROLLBACK TO and RELEASE act on the innermost savepoint of that name.
+      q.savepoint.run()
       try {
         const result = await fn()
-        db.run(`RELEASE ${name}`)
+        q.release.run()
         return result
       } catch (e) {
         if (db.inTransaction) {
-          db.run(`ROLLBACK TO ${name}`)
-          db.run(`RELEASE ${name}`)
+          q.rollbackTo.run()
+          q.release.run()
         }
         throw e
-      } finally {
-        depth--
       }
     },
     message: tx.getMessage,
