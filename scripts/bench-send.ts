@@ -9,10 +9,10 @@
  *   npm run bench:send -- --quick   (300)
  */
 import { rmSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { startFakeSynapse } from '../test/fakes/synapse.ts'
-import { startBinary } from '../test/e2e/binary.ts'
+import { binaryPath, startBinary } from '../test/e2e/binary.ts'
 import { tempDir } from '../test/harness.ts'
 
 const { values: args } = parseArgs({ args: Bun.argv.slice(2), options: { quick: { type: 'boolean' } } })
@@ -46,7 +46,8 @@ try {
     MATRIX_HS_TOKEN: synapse.hsToken,
     MATRIX_SERVER_NAME: synapse.serverName,
     PUSH_TOKEN_DB_PATH: join(dir, 'bench.db'),
-    LOGLEVEL: 'WARNING',
+    // The default level: one line per request, as in production.
+    LOGLEVEL: 'INFO',
   })
   synapse.connectAppservice({ url: proxy.url })
   const send = async (i: number, body: string) => {
@@ -94,4 +95,5 @@ try {
 } finally {
   synapse.stop()
   rmSync(dir, { recursive: true, force: true })
+  rmSync(dirname(binaryPath()), { recursive: true, force: true })
 }
