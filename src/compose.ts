@@ -213,9 +213,14 @@ function composeMessaging(
     async start() {
       if (!index) return
       jobs?.start()
-      await prune()
       pruner = setInterval(prune, 3_600_000)
-      for (const r of deps.store.listRegistrations()) await enrol(r.matrixUserId, log).catch(() => {})
+      // In the background: a large token table must not delay the start.
+      const enrolExisting = async () => {
+        await prune()
+        const users = new Set(deps.store.listRegistrations().map((r) => r.matrixUserId))
+        for (const userId of users) await enrol(userId, log).catch((e) => log.error({ user_id: userId, err: (e as Error).message }, 'could not enrol the user for messaging'))
+      }
+      void enrolExisting()
     },
     async stop() {
       if (pruner) clearInterval(pruner)

@@ -6,7 +6,8 @@
  * time (STACK-NOTES), and this way the document is plain data that works the same in the binary.
  */
 import pkg from '../package.json' with { type: 'json' }
-import { NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH, SEND_PATH } from './config.ts'
+import { FETCH_PATH, NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH, SEND_PATH } from './config.ts'
+import { FetchBodySchema } from './messages/fetch.ts'
 import { NotifyBodySchema, NotifyResponseSchema } from './gateway/schema.ts'
 import { ReportBodySchema } from './report/parse.ts'
 import { SendBodySchema } from './messages/send-request.ts'
@@ -23,6 +24,7 @@ const SCHEMAS = {
   NotifyBody: plain(NotifyBodySchema),
   NotifyResponse: plain(NotifyResponseSchema),
   SendMessage: plain(SendBodySchema),
+  FetchMessages: plain(FetchBodySchema),
 }
 
 const json = (ref: string) => ({ 'application/json': { schema: { $ref: `#/components/schemas/${ref}` } } })
@@ -89,6 +91,37 @@ function sendOperations() {
   }
 }
 
+function fetchOperations() {
+  const responses = {
+    '200': {
+      description: 'The user\'s deliveries after the cursors, oldest first, at most 100 per list',
+      content: { 'application/json': { schema: { type: 'object', required: ['date', 'received_smss', 'sent_smss'] } } },
+    },
+    '400': answer('Malformed request', 'Error'),
+    '401': answer('Wrong or missing username/password', 'Error'),
+    '403': answer('AUTH_MODE=none: nobody\'s messages are readable without a password check', 'Error'),
+    '413': answer('Body larger than 8 KiB', 'Error'),
+    '503': answer('Messaging is off (a variable is not set) or the homeserver could not check the password', 'Error'),
+  }
+  const operation = { tags: ['Acrobits'], summary: 'Fetch Messages (modern)', responses }
+  return {
+    post: {
+      ...operation,
+      requestBody: {
+        required: true,
+        content: {
+          'application/json': { schema: { $ref: '#/components/schemas/FetchMessages' } },
+          'application/x-www-form-urlencoded': { schema: { $ref: '#/components/schemas/FetchMessages' } },
+        },
+      },
+    },
+    get: {
+      ...operation,
+      parameters: ['username', 'password', 'last_id', 'last_known_sms_id', 'last_sent_id', 'last_known_sent_sms_id', 'device'].map((name) => ({ name, in: 'query', schema: { type: 'string' } })),
+    },
+  }
+}
+
 export function buildOpenApiDocument() {
   return {
     openapi: '3.1.0',
@@ -123,6 +156,36 @@ export function buildOpenApiDocument() {
             '503': answer('Overloaded or token store unavailable; retry later', 'MatrixError'),
           },
         },
+      },
+      [FETCH_PATH]: fetchOperations(),
+      '/_matrix/app/v1/transactions/{txnId}': {
+        put: {
+          tags: ['Matrix'],
+          summary: 'Application service API: a transaction of events (Synapse, with the hs_token)',
+          parameters: [{ name: 'txnId', in: 'path', required: true, schema: { type: 'string' } }],
+          requestBody: { required: true, content: { 'application/json': { schema: { type: 'object', required: ['events'], properties: { events: { type: 'array' } } } } } },
+          responses: {
+            '200': answer('Committed (or committed before)', 'Empty'),
+            '400': answer('M_NOT_JSON / M_BAD_JSON', 'MatrixError'),
+            '401': answer('M_UNAUTHORIZED: no hs_token', 'MatrixError'),
+            '403': answer('M_FORBIDDEN: wrong hs_token', 'MatrixError'),
+            '413': answer('Body larger than 8 MiB', 'MatrixError'),
+            '503': answer('Messaging off, or the index could not store it; Synapse retries', 'MatrixError'),
+          },
+        },
+      },
+      '/_matrix/app/v1/ping': {
+        post: {
+          tags: ['Matrix'],
+          summary: 'Application service API: ping (Synapse, with the hs_token)',
+          responses: { '200': answer('Reachable, token right', 'Empty'), '401': answer('No hs_token', 'MatrixError'), '403': answer('Wrong hs_token', 'MatrixError') },
+        },
+      },
+      '/_matrix/app/v1/users/{userId}': {
+        get: { tags: ['Matrix'], summary: 'Application service API: user query', responses: { '404': answer('M_NOT_FOUND: the proxy creates no users', 'MatrixError') } },
+      },
+      '/_matrix/app/v1/rooms/{alias}': {
+        get: { tags: ['Matrix'], summary: 'Application service API: room alias query', responses: { '404': answer('M_NOT_FOUND: the proxy creates no rooms', 'MatrixError') } },
       },
       '/health': {
         get: {

@@ -93,3 +93,22 @@ describe('messaging with the fake Synapse feed', () => {
     expect(got.json.received_smss.map((i: any) => i.stream_id)).toEqual(['Project', 'Project'])
   })
 })
+
+describe('messaging switched on later', () => {
+  test('users who reported a token while messaging was off are enrolled and caught up at start', async () => {
+    const { tempDir, SELECTOR, TOKEN, APP_ID } = await import('../harness.ts')
+    const { rmSync } = await import('node:fs')
+    const dir = tempDir()
+    try {
+      const db = `${dir}/tokens.db`
+      const off = await startMessaging({ env: { MATRIX_HS_TOKEN: undefined, PUSH_TOKEN_DB_PATH: db } })
+      expect((await off.report({ selector: SELECTOR, token_msgs: TOKEN, app_id_msgs: APP_ID, username: 'bob', password: 'bob-password' })).status).toBe(200)
+      await off.close()
+      h = await startMessaging({ env: { PUSH_TOKEN_DB_PATH: db } })
+      await eventually(async () => h.index!.isEnrolled(bob))
+      await eventually(() => h.synapse.requests.some((r) => r.path.endsWith('/joined_rooms') && r.query.user_id === bob))
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
