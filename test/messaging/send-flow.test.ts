@@ -72,6 +72,25 @@ describe('send, fetch and push agree', () => {
     expect(h.synapse.calls('/_matrix/client/v3/createRoom')).toHaveLength(0)
   })
 
+  test('createRoom answered 5xx after Synapse made the room: 503, and the app’s retry uses that room (no second room)', async () => {
+    h = await startMessaging({ compose: { sendRetryDelaysMs: [10], sendBudgetMs: 500 } })
+    await h.fetch('bob')
+    let made: string | undefined
+    h.synapse.override((req) => {
+      if (req.path !== '/_matrix/client/v3/createRoom' || made !== undefined) return undefined
+      // The room exists on the homeserver; only the answer is lost.
+      made = h.synapse.rooms.createRoom(req.query.user_id!, req.body)
+      return new Response('upstream timed out', { status: 504 })
+    })
+    const first = await send('alice', 'bob', 'are you there?')
+    expect(first.status).toBe(503)
+    await h.settle()
+    const retry = await send('alice', 'bob', 'are you there?')
+    expect(retry.status).toBe(200)
+    expect(h.synapse.rooms.findEvent(retry.json.sms_id)!.room_id).toBe(made!)
+    expect(h.synapse.rooms.joinedRooms(alice)).toEqual([made!])
+  })
+
   test('a group: the address the fetch showed sends into that room', async () => {
     h = await startMessaging()
     await h.fetch('bob')
