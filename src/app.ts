@@ -7,13 +7,15 @@ import { Value, type ValueError } from '@sinclair/typebox/value'
 import type { Logger } from 'pino'
 import { readBodyText } from './body.ts'
 import { clientAddress } from './client-address.ts'
-import { FETCH_PATH, NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH, type Config } from './config.ts'
+import { FETCH_PATH, NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH, SEND_PATH, type Config } from './config.ts'
 import { AppError, badRequest, forbidden, methodNotAllowed, notConfigured, notFound, notJson, unrecognized } from './errors.ts'
 import { NotifyBodySchema, type Notification, type NotifyBody } from './gateway/schema.ts'
 import type { Metrics } from './metrics.ts'
 import { OPENAPI_PATH, openApiDocument } from './openapi.ts'
 import { normalizeReport, parseReportBody, REPORT_BODY_LIMIT, ReportBodySchema, type Report, type ReportBody } from './report/parse.ts'
 import type { TokenStore } from './store/types.ts'
+import type { SendAnswer } from './messages/send.ts'
+import { normalizeSend, SEND_BODY_LIMIT, SendBodySchema, type SendBody, type SendRequest } from './messages/send-request.ts'
 import { assertHomeserver, parseTransactionBody, TRANSACTION_BODY_LIMIT, type TransactionHandler } from './appservice/transactions.ts'
 import { FETCH_BODY_LIMIT, FetchBodySchema, normalizeFetch, type FetchAnswer, type FetchBody, type FetchRequest } from './messages/fetch.ts'
 
@@ -34,6 +36,8 @@ export interface AppDeps {
   draining: () => boolean
   /** Serve /metrics on this app (false when METRICS_ADDRESS gives it a listener of its own). */
   serveMetrics: boolean
+  /** Send Message (issue 10). */
+  sendMessage: (r: SendRequest, client: string | undefined, log: Logger) => Promise<SendAnswer>
   /** Messaging (issue 9): the appservice routes and Fetch Messages; `missing` names what is unset. */
   messaging: {
     missing?: string
@@ -73,6 +77,13 @@ function assertMatches<T extends TSchema>(schema: T, value: unknown): Static<T> 
   const first = Value.Errors(schema, value).First()
   if (first) throw badRequest(validationMessage(first))
   return value as Static<T>
+}
+
+/** A GET's query string as fields, first value of each name (as a form body is read). */
+function queryFields(request: Request): Record<string, string> {
+  const query: Record<string, string> = {}
+  for (const [key, value] of new URL(request.url).searchParams) if (!(key in query)) query[key] = value
+  return query
 }
 
 const requests = new WeakMap<Request, { id: string; started: number }>()
@@ -167,6 +178,14 @@ export function createApp(deps: AppDeps) {
         },
       },
     )
+    .post(SEND_PATH, ({ body, request, server }) => deps.sendMessage(normalizeSend(body as SendBody), peerOf(request, server), reqLog(request)), {
+      parse: async ({ request }) =>
+        assertMatches(SendBodySchema, parseReportBody(request.headers.get('content-type'), await readBodyText(request, SEND_BODY_LIMIT))),
+    })
+    .get(SEND_PATH, ({ request, server }) => {
+      const query = queryFields(request)
+      return deps.sendMessage(normalizeSend(assertMatches(SendBodySchema, query)), peerOf(request, server), reqLog(request))
+    })
     .put(
       '/_matrix/app/v1/transactions/:txnId',
       ({ body, params, request }) => messaging().transactions!.handle(params.txnId, body as unknown[], reqLog(request)).then(() => ({})),
@@ -195,8 +214,7 @@ export function createApp(deps: AppDeps) {
         assertMatches(FetchBodySchema, parseReportBody(request.headers.get('content-type'), await readBodyText(request, FETCH_BODY_LIMIT))),
     })
     .get(FETCH_PATH, ({ request, server }) => {
-      const query: Record<string, string> = {}
-      for (const [key, value] of new URL(request.url).searchParams) if (!(key in query)) query[key] = value
+      const query = queryFields(request)
       return deps.messaging.fetch(normalizeFetch(assertMatches(FetchBodySchema, query)), peerOf(request, server), reqLog(request))
     })
     .get('/health', () => ({ status: 'ok' }))
@@ -217,7 +235,7 @@ export function createApp(deps: AppDeps) {
 
   if (deps.serveMetrics) app.get('/metrics', () => metricsResponse(deps))
 
-  for (const path of ['/_matrix/app/v1/transactions/:txnId', '/_matrix/app/v1/ping', FETCH_PATH, REPORT_PATH, REMOVAL_PATH, NOTIFY_PATH, '/health', '/ready', OPENAPI_PATH, ...(deps.serveMetrics ? ['/metrics'] : [])]) {
+  for (const path of ['/_matrix/app/v1/transactions/:txnId', '/_matrix/app/v1/ping', FETCH_PATH, SEND_PATH, REPORT_PATH, REMOVAL_PATH, NOTIFY_PATH, '/health', '/ready', OPENAPI_PATH, ...(deps.serveMetrics ? ['/metrics'] : [])]) {
     app.all(path, () => {
       throw methodNotAllowed()
     })

@@ -21,6 +21,10 @@ import { createMetrics } from './metrics.ts'
 import { createPnmClient } from './pnm/client.ts'
 import { createPusherWorker } from './pusher/worker.ts'
 import { createReportService } from './report/service.ts'
+import { notConfigured } from './errors.ts'
+import { openSqliteOutbox } from './messages/outbox.ts'
+import { createSendService } from './messages/send.ts'
+import { createSendIndex } from './messages/send-index.ts'
 import { openSqliteStore } from './store/sqlite.ts'
 import type { TokenStore } from './store/types.ts'
 
@@ -37,6 +41,9 @@ export interface ComposeOptions {
   storeBusyWaitMs?: number
   /** How long a report waits for its first pusher attempt before the app is answered. */
   reportPusherWaitMs?: number
+  /** Waits between retries of a failed /send, and the longest a send may take (tests shorten them). */
+  sendRetryDelaysMs?: readonly number[]
+  sendBudgetMs?: number
   index?: MessageIndex
 }
 
@@ -95,6 +102,7 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     retryDelaysMs: options.pnmRetryDelaysMs,
     deadlineMs: options.notifyDeadlineMs,
   })
+  const send = composeSend(config, { log, now, matrix, verifier, messaging, retryDelaysMs: options.sendRetryDelaysMs, budgetMs: options.sendBudgetMs })
   let draining = false
   const app = createApp({
     config,
@@ -105,11 +113,13 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     reports,
     draining: () => draining,
     serveMetrics: config.metricsAddress === undefined,
+    sendMessage: send.send,
     messaging: { missing: messaging.missing, hsToken: config.hsToken, transactions: messaging.transactions, fetch: messaging.fetch },
   })
   return {
     app,
     store,
+    outbox: send.outbox,
     index: messaging.index,
     messaging,
     worker,
@@ -193,6 +203,7 @@ function composeMessaging(
   return {
     missing,
     index,
+    context,
     transactions,
     enrol,
     jobs,
@@ -216,4 +227,44 @@ function composeMessaging(
       await jobs?.stop()
     },
   }
+}
+
+/** Send Message (issue 10): on when messaging is; it reads and writes the same message index. */
+function composeSend(
+  config: Config,
+  deps: {
+    log: ReturnType<typeof createLogger>
+    now: () => number
+    matrix?: ReturnType<typeof createMatrixClient>
+    verifier?: ReturnType<typeof createPasswordVerifier>
+    messaging: ReturnType<typeof composeMessaging>
+    retryDelaysMs?: readonly number[]
+    budgetMs?: number
+  },
+) {
+  const { index, missing, context, enrol } = deps.messaging
+  if (index === undefined || deps.matrix === undefined) {
+    return {
+      outbox: undefined,
+      send: async () => {
+        throw notConfigured(missing ?? 'MATRIX_HOMESERVER_URL', 'Messaging')
+      },
+    }
+  }
+  const outbox = openSqliteOutbox(config.dbPath)
+  const service = createSendService({
+    matrix: deps.matrix,
+    index: createSendIndex({ index, matrix: deps.matrix, context, now: deps.now }),
+    outbox,
+    verifier: deps.verifier,
+    authMode: config.authMode,
+    book: { serverName: config.serverName, mapping: config.mapping },
+    enrol,
+    now: deps.now,
+    dedupeSeconds: config.sendDedupeSeconds,
+    dedupeSecret: config.asToken,
+    retryDelaysMs: deps.retryDelaysMs,
+    budgetMs: deps.budgetMs,
+  })
+  return { outbox, send: service.send }
 }

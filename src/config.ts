@@ -10,6 +10,7 @@ import { parseMappingFile, type MappingEntry } from './report/mapping.ts'
 export const NOTIFY_PATH = '/_matrix/push/v1/notify'
 export const REPORT_PATH = '/api/client/push_token_report'
 export const REMOVAL_PATH = '/api/client/account_removal_report'
+export const SEND_PATH = '/api/client/send_message'
 export const FETCH_PATH = '/api/client/fetch_messages'
 export const DEFAULT_PNM_URL = 'https://pnm.cloudsoftphone.com/pnm2/send'
 
@@ -46,6 +47,8 @@ export interface Config {
   /** When set, only these addresses may call the push gateway. */
   readonly notifyAllowedIps?: AddressSet
   readonly metricsAddress?: { readonly host: string; readonly port: number }
+  /** Send Message: a repeat of the same message within this many seconds is sent once; 0 off. */
+  readonly sendDedupeSeconds: number
   /** The registration's hs_token: what Synapse sends to the appservice routes. */
   readonly hsToken?: string
   /** The registration's `id`, for the client-side appservice ping. */
@@ -80,6 +83,7 @@ export const ENV_DOC: ReadonlyArray<readonly [string, string]> = [
   ['METRICS_ADDRESS', 'host:port for /metrics on a separate listener (default: on the main port)'],
   ['LOGLEVEL', 'DEBUG, INFO (default), WARNING, ERROR or CRITICAL'],
   ['LOG_FORMAT', 'json (default) or pretty'],
+  ['SEND_DEDUPE_SECONDS', 'Send Message: the same message repeated within this many seconds is sent once (default 10; 0 off)'],
   ['MATRIX_HS_TOKEN', "the registration's hs_token; messaging is on with it, MATRIX_HOMESERVER_URL and MATRIX_AS_TOKEN"],
   ['MATRIX_AS_ID', "the registration's id (default matrix2acrobits)"],
   ['MESSAGE_RETENTION_DAYS', 'days a message stays in the message index (default 30)'],
@@ -264,6 +268,7 @@ export function loadConfig(
     trustProxy: addresses('TRUST_PROXY'),
     notifyAllowedIps: addresses('NOTIFY_ALLOWED_IPS'),
     metricsAddress,
+    sendDedupeSeconds: int('SEND_DEDUPE_SECONDS', 10, 0, 86_400),
     hsToken: get('MATRIX_HS_TOKEN'),
     asId: get('MATRIX_AS_ID') ?? 'matrix2acrobits',
     messageRetentionDays: int('MESSAGE_RETENTION_DAYS', 30, 1, 36_500),

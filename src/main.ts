@@ -128,6 +128,7 @@ export async function serve(config: Config): Promise<void> {
     await worker.stop()
     await service.messaging.stop()
     store.close()
+    service.outbox?.close()
     service.index?.close()
     log.info('stopped')
     process.exit(0)

@@ -6,10 +6,11 @@
  * time (STACK-NOTES), and this way the document is plain data that works the same in the binary.
  */
 import pkg from '../package.json' with { type: 'json' }
-import { FETCH_PATH, NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH } from './config.ts'
+import { FETCH_PATH, NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH, SEND_PATH } from './config.ts'
 import { FetchBodySchema } from './messages/fetch.ts'
 import { NotifyBodySchema, NotifyResponseSchema } from './gateway/schema.ts'
 import { ReportBodySchema } from './report/parse.ts'
+import { SendBodySchema } from './messages/send-request.ts'
 
 export const OPENAPI_PATH = '/openapi.json'
 
@@ -22,6 +23,7 @@ const SCHEMAS = {
   TokenReport: plain(ReportBodySchema),
   NotifyBody: plain(NotifyBodySchema),
   NotifyResponse: plain(NotifyResponseSchema),
+  SendMessage: plain(SendBodySchema),
   FetchMessages: plain(FetchBodySchema),
 }
 
@@ -52,6 +54,40 @@ function reportOperation(summary: string, description: string) {
         '503': answer('Homeserver or token store unavailable, or a required variable is not set', 'Error'),
       },
     },
+  }
+}
+
+/** Send Message: POST with a JSON or form body, or GET with the same fields in the query. */
+function sendOperations() {
+  const summary = 'Send Message'
+  const description =
+    'Sends a text as the user into the direct chat with `to` (found or created) or into the group `to` names; a read report becomes a read receipt. Answers the Matrix event id as `sms_id`.'
+  const responses = {
+    '200': answer('Sent (or a repeat within SEND_DEDUPE_SECONDS: the first sms_id)', 'SmsId'),
+    '400': answer('Bad fields: unknown recipient (`to`), sending to oneself, empty or over 32 KiB body, unsupported content_type', 'Error'),
+    '401': answer('Wrong or missing username/password', 'Error'),
+    '403': answer('AUTH_MODE=none, or no longer a member of the group', 'Error'),
+    '413': answer('Body larger than 256 KiB', 'Error'),
+    '429': answer('Too many failed logins or more than 30 messages a minute; see Retry-After', 'Error'),
+    '502': answer('The homeserver refused (or encrypted the new direct chat)', 'Error'),
+    '503': answer('Homeserver unavailable (see Retry-After), or messaging is not configured', 'Error'),
+  }
+  const fields = Object.keys(SendBodySchema.properties).map((name) => ({ name, in: 'query', required: false, schema: { type: 'string' } }))
+  return {
+    post: {
+      tags: ['Acrobits'],
+      summary,
+      description,
+      requestBody: {
+        required: true,
+        content: {
+          'application/json': { schema: { $ref: '#/components/schemas/SendMessage' } },
+          'application/x-www-form-urlencoded': { schema: { $ref: '#/components/schemas/SendMessage' } },
+        },
+      },
+      responses,
+    },
+    get: { tags: ['Acrobits'], summary, description, parameters: fields, responses },
   }
 }
 
@@ -103,6 +139,7 @@ export function buildOpenApiDocument() {
     paths: {
       [REPORT_PATH]: reportOperation('Push Token Reporter', 'Stores the push tokens of an account and registers its pusher on the homeserver.'),
       [REMOVAL_PATH]: reportOperation('Account Removal Reporter', 'Forgets an account and deletes its pusher on the homeserver.'),
+      [SEND_PATH]: sendOperations(),
       [NOTIFY_PATH]: {
         post: {
           tags: ['Matrix'],
@@ -189,6 +226,7 @@ export function buildOpenApiDocument() {
           required: ['errcode', 'error'],
           properties: { errcode: { type: 'string', examples: ['M_BAD_JSON'] }, error: { type: 'string' } },
         },
+        SmsId: { type: 'object', required: ['sms_id'], properties: { sms_id: { type: 'string', description: 'The Matrix event id' } } },
         Status: {
           type: 'object',
           required: ['status'],

@@ -129,6 +129,7 @@ export async function startHarness(options: HarnessOptions = {}) {
       await service.worker.stop()
       await service.messaging.stop()
       service.store.close()
+      service.outbox?.close()
       service.index?.close()
       synapse.stop()
       pnm.stop()

@@ -21,7 +21,7 @@ export async function authenticateMessaging(
 ): Promise<string> {
   if (deps.missing !== undefined) throw notConfigured(deps.missing, 'Messaging')
   if (deps.authMode === 'none') {
-    throw forbidden(`${what} needs AUTH_MODE=matrix: without a password check, anyone could act in anyone's name`)
+    throw forbidden(`${what} needs AUTH_MODE=matrix: without a password check, anyone could read and send anyone's messages`)
   }
   if (credentials.username === undefined || credentials.password === undefined) throw unauthorized('username and password are required')
   if (deps.verifier === undefined) throw notConfigured('MATRIX_HOMESERVER_URL', 'Checking the password')

@@ -7,8 +7,8 @@
 import { t } from 'elysia'
 import type { Logger } from 'pino'
 import { groupAddress, renderUser, type AddressBook } from '../addresses.ts'
-import { forbidden, notConfigured, unauthorized } from '../errors.ts'
 import type { PasswordVerifier } from '../matrix/auth.ts'
+import { authenticateMessaging } from './authenticate.ts'
 import type { DeliveryRow, Member, MessageIndex, Room } from './index-store.ts'
 
 const Field = t.Optional(t.Union([t.String(), t.Null()]))
@@ -151,13 +151,7 @@ export function createFetchService(deps: FetchDeps) {
 
   return {
     async fetch(request: FetchRequest, clientAddress: string | undefined, log: Logger): Promise<FetchAnswer> {
-      if (deps.missing !== undefined) throw notConfigured(deps.missing, 'Messaging')
-      if (deps.authMode === 'none') {
-        throw forbidden('Fetch Messages needs AUTH_MODE=matrix: without a password check, anyone could read anyone\'s messages')
-      }
-      if (request.username === undefined || request.password === undefined) throw unauthorized('username and password are required')
-      if (deps.verifier === undefined) throw notConfigured('MATRIX_HOMESERVER_URL', 'Checking the password')
-      const userId = await deps.verifier.verify(request.username, request.password, clientAddress)
+      const userId = await authenticateMessaging(deps, 'Fetch Messages', request, clientAddress)
       await deps.enrol(userId, log)
       const date = rfc3339(deps.now())
       const [received, sent] = [

@@ -123,6 +123,10 @@ export interface MessageIndex {
   message(eventId: string): Promise<StoredMessage | undefined>
   /** The user's delivery with this event id, if any (redacted or not). */
   deliverySeq(userId: string, eventId: string): Promise<number | undefined>
+  /** Send Message: rooms known as direct chats with both users as members, most recently active first. */
+  directRooms(userId: string, peer: string): Promise<string[]>
+  /** Send Message: the conversation a user's (group) address names. */
+  conversationOf(userId: string, address: string): Promise<string | undefined>
   /** The user's visible deliveries of one list after `afterSeq`, oldest first. */
   deliveriesAfter(userId: string, sent: boolean, afterSeq: number, limit: number): Promise<DeliveryRow[]>
   /** The newest `limit` visible deliveries of one list whose message is not older than `sinceTs`, oldest first. */

@@ -5,7 +5,8 @@
  * Rows hold a keyed digest of (user, to, content type, body), never the body: a repeat of the same
  * message within SEND_DEDUPE_SECONDS finds the row and gets its event id.
  */
-import type { Database } from 'bun:sqlite'
+import { Database } from 'bun:sqlite'
+import { migrate } from '../store/migrations.ts'
 
 export type OutboxState = 'pending' | 'sent' | 'failed'
 
@@ -32,20 +33,17 @@ export interface OutboxStore {
   prune(before: number): Promise<number>
 }
 
-/** The outbox table, as a schema migration (appended to src/store/migrations.ts). */
-export function createOutboxTable(db: Database) {
-  db.run(`CREATE TABLE send_outbox (
-    txn_id     TEXT PRIMARY KEY,
-    user_id    TEXT NOT NULL,
-    dedupe_key TEXT NOT NULL,
-    room_id    TEXT,
-    event_id   TEXT,
-    state      TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed')),
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-  )`)
-  db.run('CREATE INDEX send_outbox_key ON send_outbox (dedupe_key, updated_at)')
-  db.run('CREATE INDEX send_outbox_created ON send_outbox (created_at)')
+/**
+ * The outbox on its own connection to the service's database (WAL: the token store and the message
+ * index use theirs); the table comes from the schema migrations.
+ */
+export function openSqliteOutbox(path: string, options: { busyTimeoutMs?: number } = {}): OutboxStore & { close(): void } {
+  const db = new Database(path, { create: true, strict: true })
+  db.run(`PRAGMA busy_timeout = ${options.busyTimeoutMs ?? 1000}`)
+  db.run('PRAGMA journal_mode = WAL')
+  db.run('PRAGMA synchronous = NORMAL')
+  migrate(db)
+  return { ...sqliteOutbox(db), close: () => db.close() }
 }
 
 interface Raw {
@@ -59,7 +57,7 @@ interface Raw {
   updated_at: number
 }
 
-/** The outbox on bun:sqlite; the database handle is shared with the store that migrated it. */
+/** The outbox on a migrated bun:sqlite database. */
 export function sqliteOutbox(db: Database): OutboxStore {
   const recent = db.prepare<Raw, [string, number]>(
     'SELECT * FROM send_outbox WHERE dedupe_key = ? AND updated_at >= ? ORDER BY updated_at DESC, created_at DESC LIMIT 1',

@@ -50,11 +50,11 @@ const given = (v: string | null | undefined) => (v === null || v === undefined ?
 
 /** Trims every field except the password and the body; reads both spellings of each field. */
 export function normalizeSend(body: SendBody): SendRequest {
-  const password = given(body.password)
   const contentType = trimmed(body.content_type)?.split(';')[0]!.trim().toLowerCase()
   return {
     username: trimmed(body.username) ?? trimmed(body.from),
-    password: password === '' ? undefined : password,
+    // An empty password is no password (a password may start or end with spaces: not trimmed).
+    password: given(body.password) || undefined,
     to: trimmed(body.to) ?? trimmed(body.sms_to),
     body: given(body.body) ?? given(body.sms_body),
     contentType: contentType || TEXT_PLAIN,

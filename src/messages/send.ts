@@ -69,6 +69,18 @@ export function createSendService(deps: SendDeps) {
   const limiter = createFailureLimiter(deps.perMinute ?? SEND_PER_MINUTE, deps.now)
   const directChats = createDirectChats({ matrix, index: deps.index, serverName: deps.book.serverName })
   const inflight = new Map<string, Promise<string>>()
+  let prunedAt = 0
+  /** Rows older than a day are of no use: Synapse forgets a transaction id after ~30 minutes. */
+  async function pruneOutbox(log: Logger) {
+    if (deps.now() - prunedAt < 3_600_000) return
+    prunedAt = deps.now()
+    try {
+      const n = await deps.outbox.prune(deps.now() - 86_400_000)
+      if (n > 0) log.debug({ rows: n }, 'old outbox rows removed')
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, 'could not prune the send outbox')
+    }
+  }
   // The digest that stands for a message in the outbox: keyed, so the table does not reveal what
   // was sent (a plain hash of a short text is easy to guess).
   const key = deps.dedupeSecret === undefined ? randomBytes(32) : createHmac('sha256', 'send-outbox').update(deps.dedupeSecret).digest()
@@ -184,6 +196,7 @@ export function createSendService(deps: SendDeps) {
 
     // A pending or failed row of the same message (its answer was lost, or it ran out of time)
     // is sent again with its own transaction id and room: Synapse answers with the first event.
+    await pruneOutbox(log)
     const row = earlier ?? { txnId: Bun.randomUUIDv7(), roomId: undefined }
     if (!earlier) await deps.outbox.create({ txnId: row.txnId, userId, dedupeKey: k, now: deps.now() })
     const content = { msgtype: 'm.text', body }

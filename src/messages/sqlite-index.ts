@@ -151,6 +151,13 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
       INSERT INTO mx_jobs (kind, user_id, room_id, next_attempt_at, created_at) VALUES (?1, ?2, ?3, ?4, ?4)
       ON CONFLICT (kind, user_id, room_id) DO UPDATE SET next_attempt_at = min(next_attempt_at, excluded.next_attempt_at)`),
     deliverySeq: db.prepare<{ seq: number }, [string, string]>('SELECT seq FROM mx_deliveries WHERE user_id = ? AND event_id = ?'),
+    // Send Message: the pair's direct chats, the most recently active first.
+    directRooms: db.prepare<{ room_id: string }, [string, string]>(`
+      SELECT r.room_id FROM mx_rooms r
+      JOIN mx_members a ON a.room_id = r.room_id AND a.user_id = ?1
+      JOIN mx_members b ON b.room_id = r.room_id AND b.user_id = ?2
+      WHERE r.kind = 'direct' OR r.is_direct = 1
+      ORDER BY coalesce((SELECT max(e.ord) FROM mx_events e WHERE e.room_id = r.room_id), 0) DESC, r.updated_at DESC`),
     deliveriesAfter: db.prepare<DeliveryJoinRow, [string, number, number, number]>(`
       SELECT d.seq, d.sent, e.* FROM mx_deliveries d JOIN mx_events e ON e.event_id = d.event_id
       WHERE d.user_id = ? AND d.sent = ? AND d.seq > ? AND e.redacted = 0 ORDER BY d.seq LIMIT ?`),
@@ -304,6 +311,8 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
     },
     message: tx.getMessage,
     deliverySeq: async (userId, eventId) => q.deliverySeq.get(userId, eventId)?.seq,
+    directRooms: async (userId, peer) => q.directRooms.all(userId, peer).map((r) => r.room_id),
+    conversationOf: tx.addressTaken,
     deliveriesAfter: async (userId, sent, afterSeq, limit) => q.deliveriesAfter.all(userId, sent ? 1 : 0, afterSeq, limit).map(toDelivery),
     newestDeliveries: async (userId, sent, sinceTs, limit) => q.newestDeliveries.all(userId, sent ? 1 : 0, sinceTs, limit).map(toDelivery),
     deviceCursor: async (userId, device) => {

@@ -117,6 +117,21 @@ export const MIGRATIONS: ReadonlyArray<(db: Database) => void> = [
       UNIQUE (kind, user_id, room_id)
     )`)
   },
+  // Send Message's outbox (issue 10): one row per message, written before Synapse is called.
+  (db) => {
+    db.run(`CREATE TABLE send_outbox (
+      txn_id     TEXT PRIMARY KEY,
+      user_id    TEXT NOT NULL,
+      dedupe_key TEXT NOT NULL,
+      room_id    TEXT,
+      event_id   TEXT,
+      state      TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed')),
+      created_at INTEGER NOT NULL,
+      updated_at INTEGER NOT NULL
+    )`)
+    db.run('CREATE INDEX send_outbox_key ON send_outbox (dedupe_key, updated_at)')
+    db.run('CREATE INDEX send_outbox_created ON send_outbox (created_at)')
+  },
 ]
 
 export function migrate(db: Database): { from: number; to: number } {

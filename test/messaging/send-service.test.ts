@@ -10,9 +10,11 @@ import { createPasswordVerifier } from '../../src/matrix/auth.ts'
 import { createMatrixClient } from '../../src/matrix/client.ts'
 import type { ClientEvent } from '../../src/matrix/event.ts'
 import { createMetrics } from '../../src/metrics.ts'
-import { createOutboxTable, sqliteOutbox } from '../../src/messages/outbox.ts'
+import { sqliteOutbox } from '../../src/messages/outbox.ts'
+import { migrate } from '../../src/store/migrations.ts'
 import { createSendService, type SendDeps, type SendIndex } from '../../src/messages/send.ts'
 import { normalizeSend, type SendBody } from '../../src/messages/send-request.ts'
+import { parseMappingFile } from '../../src/report/mapping.ts'
 import { startFakeSynapse } from '../fakes/synapse.ts'
 
 const log = pino({ level: 'silent' })
@@ -54,7 +56,7 @@ beforeEach(() => {
   mem = memoryIndex()
   db?.close()
   db = new Database(':memory:')
-  createOutboxTable(db)
+  migrate(db)
 })
 afterAll(() => db?.close())
 
@@ -384,6 +386,19 @@ describe('addresses, limits, content types', () => {
     }
     const self = await s.fail(p.as(p.a, 'me'))
     expect([self.status, self.message.includes('yourself')]).toEqual([400, true])
+  })
+
+  test('`to`: a MAPPING_FILE number or sub-number names its user', async () => {
+    const p = freshPair()
+    const parsed = parseMappingFile(JSON.stringify([{ matrix_id: p.b, number: '5551001', sub_numbers: ['5551002'] }]))
+    if (!parsed.ok) throw new Error(parsed.error)
+    const s = service({ book: { serverName: 'example.org', mapping: parsed.entries }, dedupeSeconds: 0 })
+    for (const to of ['5551001', '5551002']) {
+      const { sms_id } = await s.send(p.as(to, `to ${to}`))
+      const room = synapse.rooms.findEvent(sms_id)!.room_id
+      expect(synapse.rooms.membership(room, p.b)).toBe('invite')
+    }
+    expect(synapse.rooms.joinedRooms(p.a)).toHaveLength(1)
   })
 
   test('a group address the caller holds sends into that room', async () => {
