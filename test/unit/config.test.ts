@@ -112,4 +112,11 @@ describe('loadConfig', () => {
     expect(errors({ TRUST_PROXY: '10.0.0.0/33' })[0]).toStartWith('TRUST_PROXY:')
     expect(errors({ NOTIFY_ALLOWED_IPS: 'example.org' })[0]).toStartWith('NOTIFY_ALLOWED_IPS:')
   })
+  test('SEND_DEDUPE_SECONDS: 10 by default, 0 turns it off, anything else whole seconds', () => {
+    expect(ok({}).sendDedupeSeconds).toBe(10)
+    expect(ok({ SEND_DEDUPE_SECONDS: '0' }).sendDedupeSeconds).toBe(0)
+    expect(ok({ SEND_DEDUPE_SECONDS: '30' }).sendDedupeSeconds).toBe(30)
+    expect(errors({ SEND_DEDUPE_SECONDS: '-1' })[0]).toStartWith('SEND_DEDUPE_SECONDS:')
+    expect(errors({ SEND_DEDUPE_SECONDS: '1.5' })[0]).toStartWith('SEND_DEDUPE_SECONDS:')
+  })
 })
