@@ -60,6 +60,24 @@ describe('send, fetch and push agree', () => {
     expect(h.synapse.rooms.timeline(room).length).toBe(before)
   })
 
+  test('first messages sent at once from two phones of the pair: one room; a replayed request: one event', async () => {
+    h = await startMessaging()
+    const answers = await Promise.all([
+      send('alice', 'bob', 'one'),
+      send('bob', 'alice', 'two'),
+      send('alice', '@bob:example.org', 'three'),
+      send('alice', 'bob', 'one'),
+    ])
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200])
+    expect(h.synapse.calls('/_matrix/client/v3/createRoom')).toHaveLength(1)
+    // The replay of "one" shared the first call.
+    expect(answers[3]!.json.sms_id).toBe(answers[0]!.json.sms_id)
+    const rooms = new Set(answers.map((a) => h.synapse.rooms.findEvent(a.json.sms_id)!.room_id))
+    expect(rooms.size).toBe(1)
+    const [room] = rooms
+    expect(h.synapse.rooms.timeline(room!).filter((e) => e.type === 'm.room.message')).toHaveLength(3)
+  })
+
   test('a chat Element started is answered in that room; m.direct written by nobody is no obstacle', async () => {
     h = await startMessaging()
     await h.fetch('bob')
