@@ -61,6 +61,17 @@ const fetchMessages = async (b: RunningBinary, fields: Record<string, string> = 
 }
 
 describe('messaging on the executable', () => {
+  test('without MATRIX_HS_TOKEN the start-up line says messaging is off, and fetches are 503 naming it', async () => {
+    const { MATRIX_HS_TOKEN: _, ...rest } = env
+    const b = await startBinary({ ...rest, PUSH_TOKEN_DB_PATH: join(dir, 'off.db') })
+    running.push(b)
+    expect(b.lines.some((l) => l.includes('"msg":"matrix2acrobits listening"') && l.includes('"messaging":"off (MATRIX_HS_TOKEN is not set)"'))).toBe(true)
+    const res = await fetch(`${b.url}/api/client/fetch_messages`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"username":"bob","password":"x"}' })
+    expect(res.status).toBe(503)
+    expect(((await res.json()) as { error: string }).error).toContain('MATRIX_HS_TOKEN')
+    expect(await b.stop()).toBe(0)
+  }, 30_000)
+
   test('transactions in, fetch out; restart; data kept; kill -9 during a stream loses nothing answered', async () => {
     let b = await start()
     expect(b.lines.some((l) => l.includes('"messaging":"on"'))).toBe(true)

@@ -62,6 +62,16 @@ describe('push and fetch agree', () => {
     expect((await h.fetch('bob', { last_id: '' })).json.received_smss.filter((i: any) => i.sms_id === id)).toHaveLength(1)
   })
 
+  test('event_id_only with NotifyGenericTextMessage: Message and UserName come from the index', async () => {
+    h = await startMessaging({ env: { PNM_VERB: 'NotifyGenericTextMessage' } })
+    await bobReports()
+    const room = h.synapse.rooms.createRoom(alice, { preset: 'trusted_private_chat', invite: [bob], is_direct: true })
+    const id = h.synapse.sendText(alice, room, 'read me on the lock screen')
+    await h.settle()
+    expect((await h.notify(eventIdOnly(id, room))).status).toBe(200)
+    expect(h.pnm.bodies().at(-1)).toMatchObject({ verb: 'NotifyGenericTextMessage', Message: 'read me on the lock screen', UserName: 'alice', Id: id, ThreadId: 'alice' })
+  })
+
   test('when the homeserver cannot give the event, the push is still sent as before', async () => {
     h = await startMessaging({ env: { PNM_VERB: 'NotifyGenericTextMessage' } })
     await bobReports()
