@@ -13,6 +13,7 @@ import { AppError, badGateway, badRequest, forbidden, rateLimited, unavailable }
 import { createFailureLimiter } from '../matrix/auth.ts'
 import { MatrixError, type MatrixClient } from '../matrix/client.ts'
 import type { ClientEvent } from '../matrix/event.ts'
+import { TimeoutError, withTimeout } from '../timeout.ts'
 import { authenticateMessaging, type MessagingAuthDeps } from './authenticate.ts'
 import { createDirectChats, DirectChatError, type DirectChatIndex } from './direct-chat.ts'
 import type { OutboxRow, OutboxStore } from './outbox.ts'
@@ -140,6 +141,10 @@ export function createSendService(deps: SendDeps) {
   function answerFor(e: unknown, log: Logger): AppError {
     if (e instanceof AppError) return e
     if (e instanceof DirectChatError) return badGateway(e.message)
+    if (e instanceof TimeoutError) {
+      log.error({ err: e.message }, 'homeserver too slow to take the message; the app will retry')
+      return unavailable('The homeserver could not take the message in time; try again later', RETRY_AFTER_S)
+    }
     if (e instanceof MatrixError) {
       if (e.isTransient) {
         log.error({ err: e.message }, 'homeserver could not take the message; the app will retry')
@@ -201,7 +206,9 @@ export function createSendService(deps: SendDeps) {
     if (!earlier) await deps.outbox.create({ txnId: row.txnId, userId, dedupeKey: k, now: deps.now() })
     const content = { msgtype: 'm.text', body }
     try {
-      const { room, eventId } = await deliver(userId, target, content, row, log)
+      // Finding or creating the chat counts against the same budget as sending: the app gets an
+      // answer in time even when the homeserver is slow at every step (the work may go on).
+      const { room, eventId } = await withTimeout(deliver(userId, target, content, row, log), budgetMs, 'sending the message')
       await deps.outbox.markSent(row.txnId, eventId, deps.now())
       log.info({ user_id: userId, room_id: room, event_id: eventId, txn_id: row.txnId }, 'message sent')
       log.debug({ event_id: eventId, body }, 'message text')

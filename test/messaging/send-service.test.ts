@@ -357,6 +357,25 @@ describe('exactly once', () => {
     expect(messagesIn(room)).toHaveLength(1)
   })
 
+  test('a homeserver slow at creating the chat: 503 within the budget; the retry sends once into that chat', async () => {
+    const p = freshPair()
+    synapse.override(async (req) => {
+      if (req.path === '/_matrix/client/v3/createRoom' && req.query.user_id === p.a) await Bun.sleep(800)
+      return undefined
+    })
+    const s = service({ budgetMs: 300 })
+    const started = Date.now()
+    const e = await s.fail(p.as(p.b, 'slow start'))
+    expect([e.status, e.retryAfter]).toEqual([503, 5])
+    expect(Date.now() - started).toBeLessThan(700)
+    synapse.override(undefined)
+    await Bun.sleep(900)
+    const { sms_id } = await s.send(p.as(p.b, 'slow start'))
+    const rooms = synapse.rooms.joinedRooms(p.a)
+    expect(rooms).toHaveLength(1)
+    expect(messagesIn(rooms[0]!).map((m) => m.event_id)).toEqual([sms_id])
+  })
+
   test('transaction ids are fresh per message and never shared between users', async () => {
     const p = freshPair()
     const q = freshPair()
