@@ -10,6 +10,7 @@ import { AppError, badRequest, unavailable } from '../errors.ts'
 import { constantTimeEqual } from '../secrets.ts'
 import type { MessageIndex } from '../messages/index-store.ts'
 import { ingestEvent, parseClientEvent, type IngestContext, type IngestOutcome } from '../messages/ingest.ts'
+import { cachedTx } from '../messages/tx-cache.ts'
 
 /** Synapse sends at most 100 events a transaction; an 8 MiB body leaves room for large ones. */
 export const TRANSACTION_BODY_LIMIT = 8 * 1024 * 1024
@@ -65,7 +66,8 @@ export function createTransactionHandler(deps: TransactionDeps) {
     }
     let duplicate = false
     try {
-      await deps.index.write(async (tx) => {
+      await deps.index.write(async (raw) => {
+        const tx = cachedTx(raw)
         if (await tx.transactionDone(txnId)) {
           duplicate = true
           return
@@ -81,6 +83,8 @@ export function createTransactionHandler(deps: TransactionDeps) {
           try {
             count(await deps.index.savepoint(tx, () => ingestEvent(tx, event, ctx, 'stream')))
           } catch (e) {
+            // The savepoint undid this event's writes: what the cache learnt from them is void.
+            tx.clear()
             if (deps.index.isStoreFailure(e)) throw e
             log.warn({ txn_id: txnId, position, event_id: event.event_id, type: event.type, reason: (e as Error).message }, 'unexpected event skipped')
             count('skipped')

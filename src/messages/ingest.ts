@@ -46,7 +46,7 @@ export interface IngestContext {
   /** Messages older than this never enter the index (retention). */
   readonly oldestTs: number
   readonly now: number
-  /** A race fill: the user whose push brought the event. */
+  /** A race fill or a catch-up: the user it is for (whose push, or whose enrolment). */
   readonly fillFor?: string
 }
 
@@ -242,9 +242,14 @@ async function applyMessage(tx: IndexTx, event: ClientEvent, ctx: IngestContext,
     }
     return 'duplicate'
   }
-  // A race fill is for the user the push was for (Synapse pushed it, so they are in the room); the
-  // index may not know their membership yet, nor who else was there: the stream delivers to them.
-  const recipients = source === 'fill' ? (ctx.fillFor !== undefined && (await tx.isEnrolled(ctx.fillFor)) ? [ctx.fillFor] : []) : await tx.enrolledMembers(event.room_id)
+  // A race fill or a catch-up is for one user (Synapse showed them the event); the index may lag
+  // behind the stream about who else was there at the time: the stream delivers to them later.
+  const recipients =
+    source === 'stream'
+      ? await tx.enrolledMembers(event.room_id)
+      : ctx.fillFor !== undefined && (await tx.isEnrolled(ctx.fillFor))
+        ? [ctx.fillFor]
+        : []
   if (recipients.length === 0) return 'not_needed'
   const original = editOf(event)
   if (original !== undefined) {

@@ -48,7 +48,7 @@ export function createJobWorker(deps: JobDeps) {
       const ids = Object.keys(members)
       const history =
         ids.length > CATCHUP_MAX_MEMBERS ? [] : (await deps.matrix.roomMessages(userId, roomId, { dir: 'b', limit: CATCHUP_MESSAGES })).chunk
-      const ctx: IngestContext = { ...deps.context(), now: deps.now() }
+      const ctx: IngestContext = { ...deps.context(), now: deps.now(), fillFor: userId }
       await deps.index.write(async (tx) => {
         const room = await tx.getRoom(roomId)
         await tx.updateRoom(

@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, expect, test } from 'bun:test'
 import fc from 'fast-check'
-import { ingestEvent, parseClientEvent } from '../../src/messages/ingest.ts'
+import { deliverExisting, ingestEvent, parseClientEvent } from '../../src/messages/ingest.ts'
 import { member, redaction, text, uid } from '../messaging/events.ts'
 import { startMessaging, type Messaging } from '../messaging/support.ts'
 
@@ -22,6 +22,7 @@ type Op =
   | { kind: 'flush'; take: number; redeliver: boolean }
   | { kind: 'fill'; pick: number }
   | { kind: 'fetch'; user: number; device: number }
+  | { kind: 'catchup'; user: number; room: number }
 
 const joinOp = fc.record({ kind: fc.constant('member' as const), room: fc.nat(1), user: fc.nat(2), membership: fc.constant('join' as const) })
 const op: fc.Arbitrary<Op> = fc.oneof(
@@ -31,6 +32,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { arbitrary: fc.record({ kind: fc.constant('flush' as const), take: fc.integer({ min: 1, max: 6 }), redeliver: fc.boolean() }), weight: 2 },
   { arbitrary: fc.record({ kind: fc.constant('fill' as const), pick: fc.nat() }), weight: 2 },
   { arbitrary: fc.record({ kind: fc.constant('fetch' as const), user: fc.nat(2), device: fc.nat(1) }), weight: 2 },
+  { arbitrary: fc.record({ kind: fc.constant('catchup' as const), user: fc.nat(2), room: fc.nat(1) }), weight: 1 },
 )
 /** A few joins first, so that most histories have conversations. */
 const history = fc.tuple(fc.array(joinOp, { minLength: 2, maxLength: 5 }), fc.array(op, { minLength: 5, maxLength: 50 })).map(([a, b]) => [...a, ...b])
@@ -119,6 +121,23 @@ test('each device sees exactly its user deliveries, once each, in order, from ro
           if (!parsed.ok) throw new Error(parsed.reason)
           await h.index!.write((tx) => ingestEvent(tx, parsed.event, { autoJoinDirect: false, oldestTs: 0, now: Date.now(), fillFor: users[forUser] }, 'fill'))
           filled.add(m.event.event_id)
+        } else if (o.kind === 'catchup') {
+          // A catch-up as a joined user: Synapse's last messages of the room, oldest first, whether
+          // or not their transaction came yet (a redacted one comes back empty and shows nothing).
+          if (membership[o.room]![o.user] !== 'join') continue
+          const recent = messages.filter((m) => m.room === o.room).slice(-50)
+          const ctx = { autoJoinDirect: false, oldestTs: 0, now: Date.now(), fillFor: users[o.user] }
+          await h.index!.write(async (tx) => {
+            for (const m of recent) {
+              const raw = redacted.has(m.event.event_id) ? { ...m.event, content: {} } : m.event
+              const parsed = parseClientEvent(raw)
+              if (!parsed.ok) throw new Error(parsed.reason)
+              await ingestEvent(tx, parsed.event, ctx, 'catchup')
+              await deliverExisting(tx, users[o.user]!, m.event.event_id, ctx)
+            }
+          })
+          // The user may now see these too: they are in the room.
+          for (const m of recent) if (!redacted.has(m.event.event_id)) m.present.add(o.user)
         } else {
           await fetchDevice(o.user, o.device)
         }
