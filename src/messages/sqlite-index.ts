@@ -133,7 +133,8 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
       SELECT m.user_id FROM mx_members m JOIN mx_enrolled e ON e.user_id = m.user_id
       WHERE m.room_id = ? AND m.membership IN ('join', 'invite') ORDER BY m.user_id`),
     deliver: db.prepare<{ seq: number }, [string, string, number, number]>(`
-      INSERT INTO mx_deliveries (user_id, event_id, sent, created_at) VALUES (?, ?, ?, ?)
+      INSERT INTO mx_deliveries (user_id, event_id, ord, sent, created_at)
+      SELECT ?1, event_id, ord, ?3, ?4 FROM mx_events WHERE event_id = ?2
       ON CONFLICT (user_id, event_id) DO NOTHING RETURNING seq`),
     messagesSince: db.prepare<MessageRow, [string, number]>('SELECT * FROM mx_events WHERE room_id = ? AND ord > ? ORDER BY ord'),
     addressTaken: db.prepare<{ conversation: string }, [string, string]>(
@@ -159,11 +160,11 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
       WHERE r.kind = 'direct' OR r.is_direct = 1
       ORDER BY coalesce((SELECT max(e.ord) FROM mx_events e WHERE e.room_id = r.room_id), 0) DESC, r.updated_at DESC`),
     deliveriesAfter: db.prepare<DeliveryJoinRow, [string, number, number, number]>(`
-      SELECT d.seq, d.sent, e.* FROM mx_deliveries d JOIN mx_events e ON e.event_id = d.event_id
+      SELECT d.seq, d.sent, e.* FROM mx_deliveries d JOIN mx_events e ON e.ord = d.ord
       WHERE d.user_id = ? AND d.sent = ? AND d.seq > ? AND e.redacted = 0 ORDER BY d.seq LIMIT ?`),
     newestDeliveries: db.prepare<DeliveryJoinRow, [string, number, number, number]>(`
       SELECT * FROM (
-        SELECT d.seq, d.sent, e.* FROM mx_deliveries d JOIN mx_events e ON e.event_id = d.event_id
+        SELECT d.seq, d.sent, e.* FROM mx_deliveries d JOIN mx_events e ON e.ord = d.ord
         WHERE d.user_id = ? AND d.sent = ? AND e.redacted = 0 AND e.ts >= ? ORDER BY d.seq DESC LIMIT ?
       ) ORDER BY seq`),
     deviceCursor: db.prepare<{ received_seq: number; sent_seq: number }, [string, string]>(

@@ -77,15 +77,18 @@ export const MIGRATIONS: ReadonlyArray<(db: Database) => void> = [
     ) WITHOUT ROWID`)
     db.run('CREATE INDEX mx_members_user ON mx_members (user_id)')
     db.run('CREATE TABLE mx_enrolled (user_id TEXT PRIMARY KEY, enrolled_at INTEGER NOT NULL, caught_up_at INTEGER)')
+    // `ord` repeats the message's position: a page of a user's list is read from the covering
+    // index and joined to its messages by integer key, whatever the size of the index.
     db.run(`CREATE TABLE mx_deliveries (
       seq        INTEGER PRIMARY KEY AUTOINCREMENT,
       user_id    TEXT NOT NULL,
       event_id   TEXT NOT NULL,
+      ord        INTEGER NOT NULL,
       sent       INTEGER NOT NULL,
       created_at INTEGER NOT NULL,
       UNIQUE (user_id, event_id)
     )`)
-    db.run('CREATE INDEX mx_deliveries_list ON mx_deliveries (user_id, sent, seq)')
+    db.run('CREATE INDEX mx_deliveries_list ON mx_deliveries (user_id, sent, seq, ord)')
     db.run('CREATE INDEX mx_deliveries_event ON mx_deliveries (event_id)')
     db.run(`CREATE TABLE mx_addresses (
       user_id      TEXT NOT NULL,
