@@ -141,6 +141,8 @@ export interface MessageIndex {
 
   isEnrolled(userId: string): Promise<boolean>
   enrolledUsers(): Promise<string[]>
+  /** Rooms where the stream last saw this membership of the user. */
+  roomsWith(userId: string, membership: Membership): Promise<string[]>
 
   /** The oldest due job not leased by another worker, leased for `leaseMs`. */
   claimJob(now: number, leaseMs: number): Promise<Job | undefined>

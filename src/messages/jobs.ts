@@ -12,7 +12,7 @@ import type { Logger } from 'pino'
 import type { MatrixClient } from '../matrix/client.ts'
 import { MatrixError } from '../matrix/client.ts'
 import type { Job, MessageIndex } from './index-store.ts'
-import { deliverExisting, ingestEvent, parseClientEvent, type IngestContext } from './ingest.ts'
+import { deliverExisting, ingestEvent, parseClientEvent, serverOf, type IngestContext } from './ingest.ts'
 
 export const CATCHUP_MESSAGES = 50
 export const CATCHUP_MAX_MEMBERS = 50
@@ -38,6 +38,13 @@ export function createJobWorker(deps: JobDeps) {
 
   async function catchup(userId: string) {
     const startedAt = deps.now()
+    // Direct-chat invites that came before the user enrolled: accepted first, so that their
+    // history is part of this catch-up.
+    if (deps.context().autoJoinDirect) {
+      for (const roomId of await deps.index.roomsWith(userId, 'invite')) {
+        await autojoin(userId, roomId).catch((e) => deps.log.warn({ user_id: userId, room_id: roomId, err: (e as Error).message }, 'pending direct-chat invite not accepted'))
+      }
+    }
     const joined = await deps.matrix.joinedRooms(userId)
     const direct = (await deps.matrix.getAccountData(userId, 'm.direct')) ?? {}
     const directRooms = new Set(Object.values(direct).flatMap((v) => (Array.isArray(v) ? v.filter((r): r is string => typeof r === 'string') : [])))
@@ -100,6 +107,11 @@ export function createJobWorker(deps: JobDeps) {
     }
     const membership = members.find((m) => m.userId === userId)?.membership
     if (membership !== 'invite') return
+    const room = (await deps.index.rooms([roomId])).get(roomId)
+    const peer0 = present.find((m) => m.userId !== userId)?.userId
+    const { senderUserId, serverName } = deps.context()
+    // Only direct chats offered by a local user, never by the appservice's own user.
+    if (!room?.isDirect || peer0 === undefined || peer0 === senderUserId || serverName === undefined || serverOf(peer0) !== serverName) return
     await deps.matrix.join(userId, roomId)
     const peer = present.find((m) => m.userId !== userId)?.userId
     if (peer !== undefined) {

@@ -129,6 +129,7 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
     enrol: db.prepare<null, [string, number]>('INSERT OR IGNORE INTO mx_enrolled (user_id, enrolled_at) VALUES (?, ?)'),
     caughtUp: db.prepare<null, [number, string]>('UPDATE mx_enrolled SET caught_up_at = ? WHERE user_id = ?'),
     enrolledUsers: db.prepare<{ user_id: string }, []>('SELECT user_id FROM mx_enrolled ORDER BY user_id'),
+    roomsWith: db.prepare<{ room_id: string }, [string, string]>('SELECT room_id FROM mx_members WHERE user_id = ? AND membership = ? ORDER BY room_id'),
     enrolledMembers: db.prepare<{ user_id: string }, [string]>(`
       SELECT m.user_id FROM mx_members m JOIN mx_enrolled e ON e.user_id = m.user_id
       WHERE m.room_id = ? AND m.membership IN ('join', 'invite') ORDER BY m.user_id`),
@@ -333,6 +334,7 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
     currentAddress: tx.currentAddress,
     isEnrolled: tx.isEnrolled,
     enrolledUsers: async () => q.enrolledUsers.all().map((r) => r.user_id),
+    roomsWith: async (userId, membership) => q.roomsWith.all(userId, membership).map((r) => r.room_id),
     claimJob: (now, leaseMs) =>
       serial(() => {
         const row = db.transaction(() => {

@@ -35,9 +35,25 @@ describe('messaging with the fake Synapse feed', () => {
     const room = h.synapse.rooms.createRoom(alice, { preset: 'private_chat', invite: [carol] })
     h.synapse.rooms.join(carol, room)
     h.synapse.rooms.invite(alice, room, bob, true)
+    // The appservice's own user (whoami with the as_token) inviting to a direct chat.
+    const own = h.synapse.rooms.createRoom('@appservice:example.org', { preset: 'trusted_private_chat', invite: [bob], is_direct: true })
     await h.settle()
     expect(h.synapse.rooms.membership(room, bob)).toBe('invite')
+    expect(h.synapse.rooms.membership(own, bob)).toBe('invite')
     expect(h.synapse.requests.filter((r) => /\/join\/|\/rooms\/[^/]+\/join$/.test(r.path))).toEqual([])
+  })
+
+  test('a direct-chat invite from before enrolment is accepted by the catch-up, which then reads its history', async () => {
+    h = await startMessaging()
+    const room = h.synapse.rooms.createRoom(alice, { preset: 'trusted_private_chat', invite: [bob], is_direct: true })
+    const first = h.synapse.sendText(alice, room, 'are you there?')
+    await h.settle()
+    expect(await h.index!.countMessages()).toBe(0)
+    await h.fetch('bob')
+    await h.settle()
+    expect(h.synapse.rooms.membership(room, bob)).toBe('join')
+    expect(h.synapse.rooms.accountDataOf(bob, 'm.direct')).toEqual({ [alice]: [room] })
+    expect((await h.fetch('bob')).json.received_smss).toEqual([expect.objectContaining({ sms_id: first, sender: 'alice', sms_text: 'are you there?' })])
   })
 
   test('enrolment catch-up: rooms, members, names and recent messages from before the first fetch', async () => {
