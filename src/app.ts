@@ -6,7 +6,7 @@ import { Elysia, type Static, type TSchema } from 'elysia'
 import { Value, type ValueError } from '@sinclair/typebox/value'
 import type { Logger } from 'pino'
 import { readBodyText } from './body.ts'
-import { clientAddress } from './client-address.ts'
+import { clientAddress, isPrivateAddress } from './client-address.ts'
 import { NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH, type Config } from './config.ts'
 import { AppError, badRequest, forbidden, methodNotAllowed, notJson, unrecognized } from './errors.ts'
 import { NotifyBodySchema, type Notification, type NotifyBody } from './gateway/schema.ts'
@@ -189,8 +189,20 @@ export function createApp(deps: AppDeps) {
     if (peer === undefined || !allowed.has(peer)) throw forbidden('This address may not call the push gateway (NOTIFY_ALLOWED_IPS)')
   }
 
+  let warnedAboutProxy = false
   function peerOf(request: Request, server: { requestIP(r: Request): { address: string } | null } | null) {
-    return clientAddress(server?.requestIP(request)?.address, request.headers.get('x-forwarded-for'), deps.config.trustProxy)
+    const socket = server?.requestIP(request)?.address
+    const forwardedFor = request.headers.get('x-forwarded-for')
+    // A reverse proxy on this host or network that TRUST_PROXY does not name: every client then
+    // shares the proxy's address, and with it one rate-limit budget. Said once, not per request.
+    if (!warnedAboutProxy && forwardedFor !== null && deps.config.trustProxy === undefined && socket !== undefined && isPrivateAddress(socket)) {
+      warnedAboutProxy = true
+      log.warn(
+        { peer: socket },
+        'X-Forwarded-For arrives from a loopback or private address but TRUST_PROXY is not set: every client behind that proxy shares its address and rate limits; set TRUST_PROXY to the proxy\'s address',
+      )
+    }
+    return clientAddress(socket, forwardedFor, deps.config.trustProxy)
   }
 
   return app

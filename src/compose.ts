@@ -60,7 +60,19 @@ export function compose(config: Config, options: ComposeOptions = {}) {
   })
   const verifier =
     matrix && config.authMode === 'matrix'
-      ? createPasswordVerifier({ matrix, log, metrics, now, failuresPerMinute: config.authFailuresPerMinute })
+      ? createPasswordVerifier({
+          matrix,
+          log,
+          metrics,
+          now,
+          serverName: config.serverName,
+          limits: {
+            failuresPerPair: config.authFailuresPerMinute,
+            failuresPerUser: config.authUserFailuresPerMinute,
+            checksPerAddress: config.authChecksPerMinute,
+            maxInflight: config.authMaxInflight,
+          },
+        })
       : undefined
   const reports = createReportService({ config, store, verifier, worker, log, metrics, now, storeBusyWaitMs: options.storeBusyWaitMs, inlineWaitMs: options.reportPusherWaitMs })
   const notify = createNotifyHandler({

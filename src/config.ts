@@ -6,6 +6,7 @@
 import { isAbsolute, resolve } from 'node:path'
 import { BlockList, isIP } from 'node:net'
 import { parseMappingFile, type MappingEntry } from './report/mapping.ts'
+import { redactUserinfo } from './secrets.ts'
 
 export const NOTIFY_PATH = '/_matrix/push/v1/notify'
 export const REPORT_PATH = '/api/client/push_token_report'
@@ -35,7 +36,18 @@ export interface Config {
   readonly pnmVerb: PnmVerb
   readonly fallbackText: string
   readonly authMode: AuthMode
+  /** Failed password checks per (username, client address) a minute. */
   readonly authFailuresPerMinute: number
+  /** Failed password checks per username alone, from any address, a minute. */
+  readonly authUserFailuresPerMinute: number
+  /** Password checks that reach the homeserver per client address (IPv6: per /64) a minute. */
+  readonly authChecksPerMinute: number
+  /** Password checks in flight at once. */
+  readonly authMaxInflight: number
+  /** Registrations one Matrix user may have; a new one evicts the least recently reported. */
+  readonly maxDevicesPerUser: number
+  /** Token reports (and removals) one Matrix user may make a minute. */
+  readonly reportsPerMinute: number
   readonly mappingFile?: string
   readonly mapping: readonly MappingEntry[]
   readonly logLevel: LogLevel
@@ -66,7 +78,12 @@ export const ENV_DOC: ReadonlyArray<readonly [string, string]> = [
   ['PNM_VERB', 'NotifyTextMessage (default) or NotifyGenericTextMessage'],
   ['NOTIFY_FALLBACK_TEXT', 'Message of the generic verb when the text is unknown (default "New message")'],
   ['AUTH_MODE', 'matrix (default: password login on the homeserver) or none'],
-  ['AUTH_FAILURES_PER_MINUTE', 'failed logins allowed per username and per client address (default 5)'],
+  ['AUTH_FAILURES_PER_MINUTE', 'failed password checks allowed per username from one client address a minute (default 5)'],
+  ['AUTH_USER_FAILURES_PER_MINUTE', 'failed password checks allowed per username from all addresses a minute (default 20)'],
+  ['AUTH_CHECKS_PER_MINUTE', 'password checks sent to the homeserver per client address (IPv6: per /64) a minute (default 30)'],
+  ['AUTH_MAX_INFLIGHT', 'password checks in flight at once; past it reports answer 503 (default 10)'],
+  ['MAX_DEVICES_PER_USER', 'registrations per Matrix user; a new one evicts the least recently reported (default 20)'],
+  ['REPORTS_PER_MINUTE', 'token reports and removals per Matrix user a minute; past it 429 (default 30)'],
   ['MAPPING_FILE', 'optional JSON mapping of usernames, numbers and selectors to Matrix IDs'],
   ['TRUST_PROXY', 'addresses/CIDRs of reverse proxies whose X-Forwarded-For is believed'],
   ['NOTIFY_ALLOWED_IPS', 'addresses/CIDRs allowed to call the push gateway (default: any)'],
@@ -145,7 +162,7 @@ export function loadConfig(
     const raw = get(name)
     if (raw === undefined) return undefined
     const parsed = parseHttpUrl(raw)
-    if (parsed === undefined) errors.push(`${name}: "${raw}" is not an http(s) URL`)
+    if (parsed === undefined) errors.push(`${name}: "${redactUserinfo(raw)}" is not an http(s) URL`)
     return parsed
   }
   const int = (name: string, fallback: number, min: number, max: number): number => {
@@ -238,6 +255,11 @@ export function loadConfig(
     fallbackText: get('NOTIFY_FALLBACK_TEXT') ?? 'New message',
     authMode: oneOf('AUTH_MODE', ['matrix', 'none'] as const, 'matrix'),
     authFailuresPerMinute: int('AUTH_FAILURES_PER_MINUTE', 5, 1, 1_000_000),
+    authUserFailuresPerMinute: int('AUTH_USER_FAILURES_PER_MINUTE', 20, 1, 1_000_000),
+    authChecksPerMinute: int('AUTH_CHECKS_PER_MINUTE', 30, 1, 1_000_000),
+    authMaxInflight: int('AUTH_MAX_INFLIGHT', 10, 1, 100_000),
+    maxDevicesPerUser: int('MAX_DEVICES_PER_USER', 20, 1, 1_000_000),
+    reportsPerMinute: int('REPORTS_PER_MINUTE', 30, 1, 1_000_000),
     mappingFile,
     mapping,
     logLevel: logLevel ?? 'info',

@@ -35,6 +35,10 @@ export const MIGRATIONS: ReadonlyArray<(db: Database) => void> = [
     db.run('CREATE INDEX pusher_jobs_due ON pusher_jobs (next_attempt_at)')
     db.run('CREATE INDEX pusher_jobs_selector ON pusher_jobs (selector, id)')
   },
+  (db) => {
+    // MAX_DEVICES_PER_USER counts a user's rows and evicts the least recently reported one.
+    db.run('CREATE INDEX registrations_user ON registrations (matrix_user_id, updated_at)')
+  },
 ]
 
 export function migrate(db: Database): { from: number; to: number } {

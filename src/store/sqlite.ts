@@ -6,7 +6,7 @@ import { Database, type Statement } from 'bun:sqlite'
 import { accessSync, closeSync, constants, mkdirSync, openSync, chmodSync, existsSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { migrate } from './migrations.ts'
-import type { PusherJob, PusherOp, PusherPlanner, Registration, RegistrationInput, TokenStore } from './types.ts'
+import type { ChangeGuard, PusherJob, PusherOp, PusherPlanner, Registration, RegistrationInput, SaveOptions, TokenStore } from './types.ts'
 
 interface RegistrationRow {
   selector: string
@@ -88,6 +88,10 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
     delete: db.prepare<null, [string]>('DELETE FROM registrations WHERE selector = ?'),
     list: db.prepare<RegistrationRow, []>('SELECT * FROM registrations ORDER BY selector'),
     count: db.prepare<{ n: number }, []>('SELECT count(*) AS n FROM registrations'),
+    countOfUser: db.prepare<{ n: number }, [string]>('SELECT count(*) AS n FROM registrations WHERE matrix_user_id = ?'),
+    oldestOfUser: db.prepare<RegistrationRow, [string, string, number]>(
+      'SELECT * FROM registrations WHERE matrix_user_id = ? AND selector <> ? ORDER BY updated_at, selector LIMIT ?',
+    ),
     // Usually one row. No ORDER BY: its sorter tripled the cost of the lookup every notification
     // makes; findByPushkey picks the newest row itself.
     byPushkey: db.prepare<RegistrationRow, [string, string]>(
@@ -141,8 +145,9 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
     return row ? toRegistration(row) : undefined
   }
 
-  const save = db.transaction((input: RegistrationInput, now: number, plan: PusherPlanner) => {
+  const save = db.transaction((input: RegistrationInput, now: number, plan: PusherPlanner, options: SaveOptions) => {
     const previous = get(input.selector)
+    if (previous && options.guard && !options.guard(previous)) return { previous, jobs: [], refused: true, evicted: [] }
     q.upsert.run({
       selector: input.selector,
       username: input.username ?? null,
@@ -154,19 +159,32 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
       now,
     })
     const next = get(input.selector)!
-    return { previous, jobs: queue(input.selector, plan(previous, next), now) }
+    const jobs = queue(input.selector, plan(previous, next), now)
+    const evicted: Registration[] = []
+    if (options.maxPerUser !== undefined) {
+      const excess = q.countOfUser.get(input.matrixUserId)!.n - options.maxPerUser
+      if (excess > 0) {
+        for (const row of q.oldestOfUser.all(input.matrixUserId, input.selector, excess).map(toRegistration)) {
+          q.delete.run(row.selector)
+          jobs.push(...queue(row.selector, plan(row, undefined), now))
+          evicted.push(row)
+        }
+      }
+    }
+    return { previous, jobs, refused: false, evicted }
   })
 
-  const remove = db.transaction((selector: string, now: number, plan: PusherPlanner) => {
+  const remove = db.transaction((selector: string, now: number, plan: PusherPlanner, guard?: ChangeGuard) => {
     const previous = get(selector)
+    if (previous && guard && !guard(previous)) return { previous, jobs: [], refused: true, evicted: [] }
     if (previous) q.delete.run(selector)
-    return { previous, jobs: queue(selector, plan(previous, undefined), now) }
+    return { previous, jobs: queue(selector, plan(previous, undefined), now), refused: false, evicted: [] }
   })
 
 
   return {
-    saveRegistration: (input, now, plan) => save.immediate(input, now, plan),
-    removeRegistration: (selector, now, plan) => remove.immediate(selector, now, plan),
+    saveRegistration: (input, now, plan, options = {}) => save.immediate(input, now, plan, options),
+    removeRegistration: (selector, now, plan, guard) => remove.immediate(selector, now, plan, guard),
     getRegistration: get,
     listRegistrations: () => q.list.all().map(toRegistration),
     countRegistrations: () => q.count.get()!.n,

@@ -35,11 +35,35 @@ export interface PusherJob extends PusherOp {
 /** Decides, from the row before and after a change, which pusher calls it owes. */
 export type PusherPlanner = (previous: Registration | undefined, next: Registration | undefined) => PusherOp[]
 
+/**
+ * Whether a change may touch the row stored before it (the account's owner, say). Asked inside the
+ * transaction, so no other write slips between the decision and the change.
+ */
+export type ChangeGuard = (previous: Registration) => boolean
+
+export interface SaveOptions {
+  guard?: ChangeGuard
+  /**
+   * Registrations one Matrix user may have; past it the least recently reported of that user's
+   * other rows are deleted, with their pusher deletions queued, in the same transaction.
+   */
+  maxPerUser?: number
+}
+
+export interface ChangeResult {
+  previous?: Registration
+  jobs: PusherJob[]
+  /** The guard refused: nothing was written. */
+  refused: boolean
+  /** Rows deleted to keep the user within maxPerUser; their pusher calls are in `jobs`. */
+  evicted: Registration[]
+}
+
 export interface TokenStore {
   /** Upserts the row and queues the planned pusher calls, in one transaction. */
-  saveRegistration(input: RegistrationInput, now: number, plan: PusherPlanner): { previous?: Registration; jobs: PusherJob[] }
+  saveRegistration(input: RegistrationInput, now: number, plan: PusherPlanner, options?: SaveOptions): ChangeResult
   /** Deletes the row and queues the planned pusher calls, in one transaction. */
-  removeRegistration(selector: string, now: number, plan: PusherPlanner): { previous?: Registration; jobs: PusherJob[] }
+  removeRegistration(selector: string, now: number, plan: PusherPlanner, guard?: ChangeGuard): ChangeResult
   getRegistration(selector: string): Registration | undefined
   listRegistrations(): Registration[]
   countRegistrations(): number

@@ -76,6 +76,9 @@ describe('a burst against a PNM that never answers (the executable)', () => {
       PNM_TIMEOUT_MS: '60000',
       AUTH_MODE: 'none',
       MATRIX_SERVER_NAME: 'example.org',
+      // One user reports 100 accounts here, past the default caps on purpose.
+      MAX_DEVICES_PER_USER: '1000',
+      REPORTS_PER_MINUTE: '1000',
     })
     cleanups.push(() => kill(service))
     expect((await post(`${service.url}/api/client/push_token_report`, { selector: SELECTOR, token_msgs: TOKEN, app_id_msgs: APP_ID, username: 'alice' })).status).toBe(200)
@@ -142,6 +145,9 @@ describe('two processes on one SQLite file (the executable)', () => {
       PNM_URL: pnm.url,
       AUTH_MODE: 'none',
       MATRIX_SERVER_NAME: 'example.org',
+      // One user reports 100 accounts here, past the default caps on purpose.
+      MAX_DEVICES_PER_USER: '1000',
+      REPORTS_PER_MINUTE: '1000',
     }
     const a = await spawnService(env)
     cleanups.push(() => kill(a))

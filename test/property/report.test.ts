@@ -42,8 +42,17 @@ for (const mode of ['none', 'matrix'] as const) {
   describe(`reports under hostile input (AUTH_MODE=${mode})`, () => {
     let h: Harness
     beforeAll(async () => {
-      // A generous failure limit: 429 is a fine answer, but the run should also reach the store.
-      h = await startHarness({ env: { AUTH_MODE: mode, AUTH_FAILURES_PER_MINUTE: '1000000' } })
+      // Generous limits: 429 is a fine answer, but the run should also reach the store.
+      const generous = '1000000'
+      h = await startHarness({
+        env: {
+          AUTH_MODE: mode,
+          AUTH_FAILURES_PER_MINUTE: generous,
+          AUTH_USER_FAILURES_PER_MINUTE: generous,
+          AUTH_CHECKS_PER_MINUTE: generous,
+          REPORTS_PER_MINUTE: generous,
+        },
+      })
       await h.worker.stop()
     })
     afterAll(() => h.close())
