@@ -14,7 +14,7 @@ import { runCommand } from '../cli/run.ts'
 import { startFakePnm, type FakePnm } from '../fakes/pnm.ts'
 import { startFakeSynapse, type FakeSynapse } from '../fakes/synapse.ts'
 import { APP_ID, SELECTOR, TOKEN, readAnswer, tempDir } from '../harness.ts'
-import { binaryPath, startBinary, type RunningBinary } from './binary.ts'
+import { binaryPath, runBinary, startBinary, type RunningBinary } from './binary.ts'
 
 const CAROL_PASSWORD = ' carol pw '
 let synapse: FakeSynapse
@@ -352,6 +352,16 @@ describe('the push gateway', () => {
       expect(over.status).toBe(400)
       expect(over.json.errcode).toBe('M_BAD_JSON')
       expect(over.json.error).toMatch(/^notification\.devices: /)
+    }
+  })
+})
+
+describe('documentation', () => {
+  test('--help names every limit variable', () => {
+    const help = runBinary(['--help'])
+    expect(help.exitCode).toBe(0)
+    for (const name of ['AUTH_FAILURES_PER_MINUTE', 'AUTH_USER_FAILURES_PER_MINUTE', 'AUTH_CHECKS_PER_MINUTE', 'AUTH_MAX_INFLIGHT', 'MAX_DEVICES_PER_USER', 'REPORTS_PER_MINUTE']) {
+      expect(help.stdout).toContain(`  ${name} `)
     }
   })
 })
