@@ -46,6 +46,29 @@ describe('loadConfig', () => {
     expect(ok({ PROXY_URL: 'https://x.org/_matrix/push/v1/notify' }).pushGatewayUrl).toBe('https://x.org/_matrix/push/v1/notify')
   })
 
+  test('abuse limits: defaults, values, and invalid values named', () => {
+    expect(ok({})).toMatchObject({
+      authFailuresPerMinute: 5,
+      authUserFailuresPerMinute: 20,
+      authChecksPerMinute: 30,
+      authMaxInflight: 10,
+      maxDevicesPerUser: 20,
+      reportsPerMinute: 30,
+    })
+    expect(
+      ok({ AUTH_USER_FAILURES_PER_MINUTE: '50', AUTH_CHECKS_PER_MINUTE: '60', AUTH_MAX_INFLIGHT: '4', MAX_DEVICES_PER_USER: '3', REPORTS_PER_MINUTE: '7' }),
+    ).toMatchObject({ authUserFailuresPerMinute: 50, authChecksPerMinute: 60, authMaxInflight: 4, maxDevicesPerUser: 3, reportsPerMinute: 7 })
+    const names = ['AUTH_USER_FAILURES_PER_MINUTE', 'AUTH_CHECKS_PER_MINUTE', 'AUTH_MAX_INFLIGHT', 'MAX_DEVICES_PER_USER', 'REPORTS_PER_MINUTE']
+    const found = errors(Object.fromEntries(names.map((n) => [n, '0'])))
+    for (const name of names) expect(found.filter((e) => e.startsWith(`${name}: `))).toHaveLength(1)
+  })
+
+  test('URL userinfo never appears in an error', () => {
+    const found = errors({ MATRIX_HOMESERVER_URL: 'gopher://admin:hunter2@example.org' })
+    expect(found).toHaveLength(1)
+    expect(found[0]).not.toContain('hunter2')
+  })
+
   test('SUPER_ADMIN_TOKEN is an alias of MATRIX_AS_TOKEN', () => {
     expect(ok({ SUPER_ADMIN_TOKEN: 'abc' }).asToken).toBe('abc')
     expect(ok({ SUPER_ADMIN_TOKEN: 'abc', MATRIX_AS_TOKEN: 'def' }).asToken).toBe('def')
