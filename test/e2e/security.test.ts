@@ -382,7 +382,8 @@ describe('check warnings', () => {
     const open = await runCommand(['check'], env())
     expect(open.exitCode).toBe(0)
     expect(warnings(open.stdout).filter((l) => l.includes('NOTIFY_ALLOWED_IPS is not set') && l.includes('0.0.0.0'))).toHaveLength(1)
-    for (const extra of [{ PROXY_HOST: '127.0.0.1' }, { PROXY_HOST: '::1' }, { NOTIFY_ALLOWED_IPS: '192.0.2.10' }]) {
+    const quiet: Record<string, string>[] = [{ PROXY_HOST: '127.0.0.1' }, { PROXY_HOST: '::1' }, { NOTIFY_ALLOWED_IPS: '192.0.2.10' }]
+    for (const extra of quiet) {
       const r = await runCommand(['check'], env(extra))
       expect(r.exitCode).toBe(0)
       expect(r.stdout).not.toContain('NOTIFY_ALLOWED_IPS is not set')

@@ -23,7 +23,7 @@ export interface Pusher {
   data: Record<string, unknown>
 }
 
-export type Override = (req: Recorded) => Response | Promise<Response> | undefined
+export type Override = (req: Recorded) => Response | undefined | Promise<Response | undefined>
 
 export interface FakeSynapseOptions {
   asToken?: string
