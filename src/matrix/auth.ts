@@ -45,6 +45,7 @@ export function createPasswordVerifier(o: {
   const maxRateLimitWaitMs = o.maxRateLimitWaitMs ?? 10_000
   const key = randomBytes(32)
   const cache = new Map<string, { userId: string; until: number }>()
+  const inflight = new Map<string, Promise<string>>()
   const limiter = createAuthLimiter(o.limits, o.now)
   const cacheKey = (user: string, password: string) => createHmac('sha256', key).update(user).update('\u0000').update(password).digest('base64')
 
@@ -74,43 +75,53 @@ export function createPasswordVerifier(o: {
       const ck = cacheKey(user, password)
       const hit = cache.get(ck)
       if (hit && hit.until > o.now()) return hit.userId
+      // The same credentials already being checked (an app reporting twice at start): one login
+      // answers both, and only one counts against the limits.
+      const running = inflight.get(ck)
+      if (running) return running
+      const check = checkWithHomeserver(username, user, password, ck, clientAddress).finally(() => inflight.delete(ck))
+      inflight.set(ck, check)
+      return check
+    },
+  }
 
-      const attempt = limiter.begin(user, clientAddress === undefined ? undefined : rateLimitGroup(clientAddress))
-      if (!attempt.ok) {
-        o.log.warn({ username, client: clientAddress, limit: attempt.reason, retry_after_s: attempt.retryAfter }, REFUSALS[attempt.reason])
-        if (attempt.reason === 'busy') refuse('busy', unavailable('Too many password checks in progress; try again shortly', attempt.retryAfter))
-        const what = attempt.reason === 'address' ? 'Too many password checks from this address' : 'Too many failed attempts'
-        refuse('rate_limited', rateLimited(`${what}; try again later`, attempt.retryAfter))
-      }
-      const { ticket } = attempt
+  /** One password check: the limits, the login, the logout, the cache. */
+  async function checkWithHomeserver(username: string, user: string, password: string, ck: string, clientAddress: string | undefined): Promise<string> {
+    const attempt = limiter.begin(user, clientAddress === undefined ? undefined : rateLimitGroup(clientAddress))
+    if (!attempt.ok) {
+      o.log.warn({ username, client: clientAddress, limit: attempt.reason, retry_after_s: attempt.retryAfter }, REFUSALS[attempt.reason])
+      if (attempt.reason === 'busy') refuse('busy', unavailable('Too many password checks in progress; try again shortly', attempt.retryAfter))
+      const what = attempt.reason === 'address' ? 'Too many password checks from this address' : 'Too many failed attempts'
+      refuse('rate_limited', rateLimited(`${what}; try again later`, attempt.retryAfter))
+    }
+    const { ticket } = attempt
 
-      let session: { userId: string; accessToken?: string }
-      try {
-        session = await loginWaitingOutRateLimit(username, password, ticket)
-      } catch (e) {
-        if (e instanceof MatrixError && !e.isTransient) {
-          ticket.fail()
-          o.log.info({ username, client: clientAddress, errcode: e.errcode, status: e.status }, 'login refused by the homeserver')
-          refuse('invalid_credentials', unauthorized('Invalid username or password'))
-        }
-        ticket.release()
-        // Never 401 when the homeserver could not answer: the app would treat a good password as bad.
-        const retry = e instanceof MatrixError && e.retryAfterMs !== undefined ? Math.ceil(e.retryAfterMs / 1000) : undefined
-        o.log.error({ username, err: (e as Error).message }, 'homeserver could not check the password')
-        refuse('homeserver_unavailable', unavailable('The homeserver could not check the credentials; try again later', retry))
+    let session: { userId: string; accessToken?: string }
+    try {
+      session = await loginWaitingOutRateLimit(username, password, ticket)
+    } catch (e) {
+      if (e instanceof MatrixError && !e.isTransient) {
+        ticket.fail()
+        o.log.info({ username, client: clientAddress, errcode: e.errcode, status: e.status }, 'login refused by the homeserver')
+        refuse('invalid_credentials', unauthorized('Invalid username or password'))
       }
       ticket.release()
+      // Never 401 when the homeserver could not answer: the app would treat a good password as bad.
+      const retry = e instanceof MatrixError && e.retryAfterMs !== undefined ? Math.ceil(e.retryAfterMs / 1000) : undefined
+      o.log.error({ username, err: (e as Error).message }, 'homeserver could not check the password')
+      refuse('homeserver_unavailable', unavailable('The homeserver could not check the credentials; try again later', retry))
+    }
+    ticket.release()
 
-      if (session.accessToken !== undefined) {
-        try {
-          await o.matrix.logout(session.accessToken)
-        } catch (e) {
-          o.log.warn({ user_id: session.userId, session: tokenHash(session.accessToken), err: (e as Error).message }, 'logout of the password-check session failed')
-        }
+    if (session.accessToken !== undefined) {
+      try {
+        await o.matrix.logout(session.accessToken)
+      } catch (e) {
+        o.log.warn({ user_id: session.userId, session: tokenHash(session.accessToken), err: (e as Error).message }, 'logout of the password-check session failed')
       }
-      if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!)
-      cache.set(ck, { userId: session.userId, until: o.now() + ttl })
-      return session.userId
-    },
+    }
+    if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!)
+    cache.set(ck, { userId: session.userId, until: o.now() + ttl })
+    return session.userId
   }
 }

@@ -88,6 +88,20 @@ describe('POST /api/client/push_token_report', () => {
     expect(h.store.countRegistrations()).toBe(0)
   })
 
+  test('identical checks in flight share one login; different passwords do not', async () => {
+    h = await startHarness()
+    h.synapse.override(async (req) => {
+      if (req.path.endsWith('/login')) await Bun.sleep(100)
+      return undefined
+    })
+    const same = await Promise.all(Array.from({ length: 12 }, (_, i) => h.report(report({ token_msgs: `${TOKEN}-${i}` }))))
+    expect(same.map((r) => r.status)).toEqual(same.map(() => 200))
+    expect(h.synapse.calls('/_matrix/client/v3/login')).toHaveLength(1)
+    const wrong = await Promise.all([h.report(report({ password: 'bad-1' })), h.report(report({ password: 'bad-1' })), h.report(report({ password: 'bad-2' }))])
+    expect(wrong.map((r) => r.status)).toEqual([401, 401, 401])
+    expect(h.synapse.calls('/_matrix/client/v3/login')).toHaveLength(3)
+  })
+
   test('a good password check is cached briefly, keyed by the password too', async () => {
     h = await startHarness()
     await h.report(report())
