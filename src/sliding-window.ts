@@ -1,39 +1,56 @@
 /**
  * Timestamps per key in a sliding one-minute window: what every "so many a minute" limit counts
  * with. Memory is bounded: at most `cap` timestamps per key and MAX_TRACKED keys, the least
- * recently used forgotten first.
+ * recently used forgotten first. Timestamps arrive in order, so expiry only moves a start index
+ * (amortised constant time, even with a limit of a million a minute).
  */
 const WINDOW_MS = 60_000
 const MAX_TRACKED = 100_000
 
+interface Entry {
+  times: number[]
+  /** Index of the oldest timestamp still in the window. */
+  start: number
+}
+
 export function slidingWindow(now: () => number, cap: number) {
-  const entries = new Map<string, number[]>()
-  const recent = (key: string) => {
-    const t = now()
-    const list = entries.get(key)
-    if (!list) return []
-    const kept = list.filter((at) => at > t - WINDOW_MS)
-    if (kept.length === 0) entries.delete(key)
-    else if (kept.length !== list.length) entries.set(key, kept)
-    return kept
+  const entries = new Map<string, Entry>()
+
+  /** The key's entry with expired timestamps dropped; undefined when none is left. */
+  function current(key: string): Entry | undefined {
+    const entry = entries.get(key)
+    if (!entry) return undefined
+    const oldest = now() - WINDOW_MS
+    while (entry.start < entry.times.length && entry.times[entry.start]! <= oldest) entry.start++
+    if (entry.start === entry.times.length) {
+      entries.delete(key)
+      return undefined
+    }
+    if (entry.start > 64 && entry.start * 2 > entry.times.length) {
+      entry.times = entry.times.slice(entry.start)
+      entry.start = 0
+    }
+    return entry
   }
+  const size = (entry: Entry | undefined) => (entry ? entry.times.length - entry.start : 0)
+
   return {
-    count: (key: string) => recent(key).length,
-    /** Seconds until fewer than `limit` entries remain in the window. */
+    count: (key: string) => size(current(key)),
+    /** Seconds until fewer than `limit` timestamps remain in the window (at least 1). */
     retryAfter(key: string, limit: number) {
-      const list = recent(key)
-      if (list.length < limit) return 1
-      return Math.max(1, Math.ceil((list[list.length - limit]! + WINDOW_MS - now()) / 1000))
+      const entry = current(key)
+      if (size(entry) < limit) return 1
+      const at = entry!.times[entry!.times.length - limit]!
+      return Math.max(1, Math.ceil((at + WINDOW_MS - now()) / 1000))
     },
     add(key: string) {
-      const list = recent(key)
-      list.push(now())
+      const entry = current(key) ?? { times: [], start: 0 }
+      entry.times.push(now())
       // Only the newest `cap` matter to any limit; a key is refused long before that.
-      if (list.length > cap) list.splice(0, list.length - cap)
+      if (size(entry) > cap) entry.start = entry.times.length - cap
       entries.delete(key)
-      entries.set(key, list)
+      entries.set(key, entry)
       if (entries.size > MAX_TRACKED) entries.delete(entries.keys().next().value!)
     },
   }
 }
-

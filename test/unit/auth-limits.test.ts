@@ -4,6 +4,7 @@ import { printable, printableJson } from '../../src/cli/common.ts'
 import { isLoopbackHost, rateLimitGroup } from '../../src/client-address.ts'
 import { createAuthLimiter, normalizeUsername, usernameKey } from '../../src/matrix/auth-limits.ts'
 import { redactUserinfo } from '../../src/secrets.ts'
+import { slidingWindow } from '../../src/sliding-window.ts'
 
 const limits = { failuresPerPair: 5, failuresPerUser: 20, checksPerAddress: 30, maxInflight: 10 }
 
@@ -22,6 +23,40 @@ describe('normalizeUsername and usernameKey', () => {
     expect(usernameKey('a')).toHaveLength(22)
     expect(usernameKey('x'.repeat(8192))).toHaveLength(22)
     expect(usernameKey('alice')).not.toBe(usernameKey('alicf'))
+  })
+})
+
+describe('slidingWindow', () => {
+  test('counts the last minute, says when a slot frees, keeps at most cap per key', () => {
+    const c = clock()
+    const w = slidingWindow(c.now, 3)
+    for (let i = 0; i < 5; i++) {
+      w.add('k')
+      c.advance(10_000)
+    }
+    expect(w.count('k')).toBe(3)
+    expect(w.count('other')).toBe(0)
+    // Kept: 20 s, 30 s, 40 s; now 50 s. Fewer than two remain once 30 s expires, at 90 s.
+    expect(w.retryAfter('k', 2)).toBe(40)
+    expect(w.retryAfter('k', 4)).toBe(1)
+    c.advance(20_000)
+    expect(w.count('k')).toBe(3)
+    c.advance(15_000)
+    expect(w.count('k')).toBe(2)
+    c.advance(60_000)
+    expect(w.count('k')).toBe(0)
+  })
+  test('a large limit stays cheap: 60,000 entries in the window, a million added', () => {
+    const c = clock()
+    const w = slidingWindow(c.now, 2_000_000)
+    const started = performance.now()
+    for (let i = 0; i < 1_000_000; i++) {
+      w.add('k')
+      if (w.count('k') !== Math.min(i + 1, 60_000)) throw new Error(`count wrong at ${i}`)
+      c.advance(1)
+    }
+    // Linear, not quadratic: a filter per call would take hours here.
+    expect(performance.now() - started).toBeLessThan(20_000)
   })
 })
 
