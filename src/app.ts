@@ -68,9 +68,25 @@ function assertMatches<T extends TSchema>(schema: T, value: unknown): Static<T> 
 
 const requests = new WeakMap<Request, { id: string; started: number }>()
 
+type Server = { requestIP(r: Request): { address: string } | null } | null
+
 export function createApp(deps: AppDeps) {
   const { log } = deps
   const reqLog = (request: Request) => log.child({ req_id: requests.get(request)?.id })
+
+  // A reverse proxy on this host or network that TRUST_PROXY does not name: every client then
+  // shares the proxy's address, and with it one rate-limit budget. Said once, not per request.
+  let proxyUnnamed = deps.config.trustProxy === undefined
+  function warnIfProxyUnnamed(request: Request, server: Server) {
+    if (!proxyUnnamed || !request.headers.has('x-forwarded-for')) return
+    const socket = server?.requestIP(request)?.address
+    if (socket === undefined || !isPrivateAddress(socket)) return
+    proxyUnnamed = false
+    log.warn(
+      { peer: socket },
+      "X-Forwarded-For arrives from a loopback or private address but TRUST_PROXY is not set: every client behind that proxy shares its address and rate limits; set TRUST_PROXY to the proxy's address",
+    )
+  }
 
   const reportHooks = {
     parse: async ({ request }: { request: Request }) =>
@@ -80,7 +96,8 @@ export function createApp(deps: AppDeps) {
   // Route bodies are typed by casts: the parse hooks validate them (assertMatches), so Elysia is
   // given no body schema to check a second time.
   const app = new Elysia({ name: 'matrix2acrobits' })
-    .onRequest(({ request, set }) => {
+    .onRequest(({ request, set, server }) => {
+      warnIfProxyUnnamed(request, server)
       const id = Bun.randomUUIDv7()
       requests.set(request, { id, started: performance.now() })
       set.headers['x-request-id'] = id
@@ -182,27 +199,15 @@ export function createApp(deps: AppDeps) {
     })
   }
 
-  function assertNotifyAllowed(request: Request, server: Parameters<typeof peerOf>[1]) {
+  function assertNotifyAllowed(request: Request, server: Server) {
     const allowed = deps.config.notifyAllowedIps
     if (!allowed) return
     const peer = peerOf(request, server)
     if (peer === undefined || !allowed.has(peer)) throw forbidden('This address may not call the push gateway (NOTIFY_ALLOWED_IPS)')
   }
 
-  let warnedAboutProxy = false
-  function peerOf(request: Request, server: { requestIP(r: Request): { address: string } | null } | null) {
-    const socket = server?.requestIP(request)?.address
-    const forwardedFor = request.headers.get('x-forwarded-for')
-    // A reverse proxy on this host or network that TRUST_PROXY does not name: every client then
-    // shares the proxy's address, and with it one rate-limit budget. Said once, not per request.
-    if (!warnedAboutProxy && forwardedFor !== null && deps.config.trustProxy === undefined && socket !== undefined && isPrivateAddress(socket)) {
-      warnedAboutProxy = true
-      log.warn(
-        { peer: socket },
-        'X-Forwarded-For arrives from a loopback or private address but TRUST_PROXY is not set: every client behind that proxy shares its address and rate limits; set TRUST_PROXY to the proxy\'s address',
-      )
-    }
-    return clientAddress(socket, forwardedFor, deps.config.trustProxy)
+  function peerOf(request: Request, server: Server) {
+    return clientAddress(server?.requestIP(request)?.address, request.headers.get('x-forwarded-for'), deps.config.trustProxy)
   }
 
   return app

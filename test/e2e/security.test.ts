@@ -323,9 +323,16 @@ describe('password guessing', () => {
 
   test('X-Forwarded-For from a loopback peer while TRUST_PROXY is unset: warned once', async () => {
     const b = await start({ TRUST_PROXY: '' })
+    const warned = () => logLines(b).filter((l) => l.level === 'warn' && /TRUST_PROXY is not set/.test(l.msg))
+    // Any request says it, the first one that carries the header.
+    expect((await fetch(`${b.url}/health`)).status).toBe(200)
+    expect(warned()).toHaveLength(0)
+    expect((await fetch(`${b.url}/health`, { headers: { 'x-forwarded-for': '203.0.113.50' } })).status).toBe(200)
+    await Bun.sleep(50)
+    expect(warned()).toHaveLength(1)
+    expect(warned()[0]!.peer).toBe('127.0.0.1')
     for (let i = 0; i < 3; i++) await report(b, { selector: SELECTOR, username: 'alice', password: 'alice-password' }, '203.0.113.50')
-    const warned = logLines(b).filter((l) => l.level === 'warn' && /TRUST_PROXY is not set/.test(l.msg))
-    expect(warned).toHaveLength(1)
+    expect(warned()).toHaveLength(1)
     const quiet = await start()
     await report(quiet, { selector: SELECTOR, username: 'alice', password: 'alice-password' }, '203.0.113.50')
     expect(logLines(quiet).filter((l) => /TRUST_PROXY is not set/.test(l.msg ?? ''))).toHaveLength(0)
