@@ -7,7 +7,7 @@ import { missingFor } from '../config.ts'
 import { planPusherCalls } from '../report/plan.ts'
 import { tokenHash } from '../secrets.ts'
 import type { Registration } from '../store/types.ts'
-import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, openExistingStore, type CliIo, type Env, type ExitCode } from './common.ts'
+import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, openExistingStore, printable, type CliIo, type Env, type ExitCode } from './common.ts'
 import { createCommandWorker, hintFor, settle } from './outbox.ts'
 
 /** Accounts whose pushers are set up at the same time; the homeserver is the limit, not the proxy. */
@@ -69,14 +69,14 @@ export async function runPushersSync(env: Env, options: { verbose?: boolean }, i
       for (let item = queued[next++]; item !== undefined; item = queued[next++]) {
         const { r, jobIds } = item
         const result = await settle(worker, store, config, r.selector, jobIds)
-        const what = `${r.selector} ${r.matrixUserId} ${r.appIdMsgs} token ${tokenHash(r.tokenMsgs!)}`
+        const what = printable(`${r.selector} ${r.matrixUserId} ${r.appIdMsgs} token ${tokenHash(r.tokenMsgs!)}`)
         if (result.ok) {
           registered++
           if (options.verbose) io.out(`  ok    ${what}`)
         } else {
           failed++
           const hint = hintFor(result.error)
-          io.out(`  FAIL  ${what}: ${result.error}${hint ? ` (${hint})` : ''}`)
+          io.out(`  FAIL  ${what}: ${printable(result.error)}${hint ? ` (${hint})` : ''}`)
         }
       }
     }
