@@ -10,7 +10,7 @@ import { BlockList, isIP } from 'node:net'
 import { dirname } from 'node:path'
 import { missingFor, type Config } from '../config.ts'
 import { createMatrixClient, MatrixError, type FetchFn, type MatrixClient } from '../matrix/client.ts'
-import { openSqliteStore } from '../store/sqlite.ts'
+import { describeDatabaseError, openSqliteStore } from '../store/sqlite.ts'
 import { withTimeout } from '../timeout.ts'
 import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, type CliIo, type Env, type ExitCode } from './common.ts'
 
@@ -160,7 +160,7 @@ function checkDatabase(config: Config, ok: (t: string) => void, fail: (t: string
       fail(`${failing.length} pusher calls keep failing; the latest error (${last.userId}): ${last.lastError}`)
     }
   } catch (e) {
-    fail(`${config.dbPath} is not usable: ${(e as Error).message}`)
+    fail(`${config.dbPath} is not usable: ${describeDatabaseError(config.dbPath, e)}`)
   } finally {
     store?.close()
   }

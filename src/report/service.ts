@@ -10,7 +10,7 @@ import type { PasswordVerifier } from '../matrix/auth.ts'
 import type { Metrics } from '../metrics.ts'
 import type { PusherWorker } from '../pusher/worker.ts'
 import { tokenHash } from '../secrets.ts'
-import { isBusyError } from '../store/sqlite.ts'
+import { describeDatabaseError, isBusyError } from '../store/sqlite.ts'
 import type { Registration, TokenStore } from '../store/types.ts'
 import { withTimeout } from '../timeout.ts'
 import { resolveMatrixUser } from './identity.ts'
@@ -106,7 +106,7 @@ export function createReportService(deps: ReportServiceDeps) {
             await Bun.sleep(pause)
             continue
           }
-          log.error({ selector: report.selector, err: (e as Error).message }, 'token store unavailable; report not stored')
+          log.error({ selector: report.selector, err: describeDatabaseError(deps.config.dbPath, e) }, 'token store unavailable; report not stored')
           throw unavailable('The token store is unavailable; try again later', 5)
         }
       }
