@@ -265,17 +265,33 @@ const COMMAND_TABLE: readonly Command[] = [
       'server-name': { type: 'string' },
       id: { type: 'string' },
       'sender-localpart': { type: 'string' },
+      'homeserver-url': { type: 'string' },
+      'proxy-url': { type: 'string' },
       output: { type: 'string', short: 'o' },
     },
-    usage: `appservice-registration [--server-name NAME] [--id ID] [--sender-localpart NAME] [-o FILE]
+    usage: `appservice-registration [--server-name NAME] [--homeserver-url URL] [--proxy-url URL] [--id ID] [--sender-localpart NAME] [-o FILE]
   Prints a Synapse appservice registration with fresh as_token and hs_token, then the matching
   environment lines as comments. With -o, writes the registration to FILE (mode 0600, never over
-  an existing file) and prints the environment lines.
-  --server-name       default MATRIX_SERVER_NAME, else the hostname of MATRIX_HOMESERVER_URL
+  an existing file) and prints the environment lines. A value it does not know is printed
+  commented out, under a FILL IN line, so that an unedited file fails \`check\`.
+  --server-name       default MATRIX_SERVER_NAME, else the hostname of the homeserver URL
+  --homeserver-url    MATRIX_HOMESERVER_URL for the environment lines (default: the environment's)
+  --proxy-url         PROXY_URL, the base URL at which Synapse reaches this proxy (default: the environment's)
   --id                registration id (default matrix2acrobits)
   --sender-localpart  the appservice's own user (default matrix2acrobits)`,
     run: (v, _a, env) =>
-      runRegistration(env, { serverName: str(v['server-name']), id: str(v.id), senderLocalpart: str(v['sender-localpart']), output: str(v.output) }, consoleIo),
+      runRegistration(
+        env,
+        {
+          serverName: str(v['server-name']),
+          homeserverUrl: str(v['homeserver-url']),
+          proxyUrl: str(v['proxy-url']),
+          id: str(v.id),
+          senderLocalpart: str(v['sender-localpart']),
+          output: str(v.output),
+        },
+        consoleIo,
+      ),
   },
   {
     words: ['tokens', 'list'],

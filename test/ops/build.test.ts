@@ -25,6 +25,15 @@ describe('the build', () => {
     expect(r.stdout).not.toContain('from-dotenv')
   })
 
+  test('the checkout has the MIT LICENSE package.json names, and a CHANGELOG with a section for this version', () => {
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string; license: string }
+    expect(pkg.license).toBe('MIT')
+    const license = readFileSync(join(root, 'LICENSE'), 'utf8')
+    expect(license).toStartWith('MIT License\n')
+    expect(license).toContain('THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND')
+    expect(readFileSync(join(root, 'CHANGELOG.md'), 'utf8')).toMatch(new RegExp(`^## ${pkg.version.replaceAll('.', '\\.')} `, 'm'))
+  })
+
   test('knows which targets this machine can smoke-run', () => {
     expect(canRun(undefined)).toBe(true)
     const native = process.arch === 'arm64' ? 'bun-linux-arm64' : 'bun-linux-x64'
