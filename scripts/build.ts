@@ -16,7 +16,7 @@
  */
 import { createHash } from 'node:crypto'
 import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { basename, join, resolve } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import pkg from '../package.json' with { type: 'json' }
 
@@ -26,6 +26,8 @@ const root = join(import.meta.dir, '..')
 
 /** `entry` is the service by default; the benchmark's baseline is built with the same flags. */
 export function buildExecutable(outfile: string, target?: string, entry = 'src/main.ts') {
+  outfile = resolve(outfile)
+  mkdirSync(dirname(outfile), { recursive: true })
   const args = [
     'build',
     join(root, entry),
@@ -39,7 +41,9 @@ export function buildExecutable(outfile: string, target?: string, entry = 'src/m
     outfile,
   ]
   if (target) args.push(`--target=${target}`)
-  const result = Bun.spawnSync([process.execPath, ...args], { cwd: root, stdout: 'inherit', stderr: 'inherit' })
+  // Run in the output's folder: bun writes its work file (.<hash>.bun-build) in the working
+  // directory, and a build that is killed leaves it behind; never in the checkout, then.
+  const result = Bun.spawnSync([process.execPath, ...args], { cwd: dirname(outfile), stdout: 'inherit', stderr: 'inherit' })
   if (result.exitCode !== 0) throw new Error(`bun build failed for ${target ?? 'this machine'} (exit ${result.exitCode})`)
   rmSync(`${outfile}.map`, { force: true })
 }
