@@ -72,7 +72,7 @@ function announce(service: Service, config: Config) {
   if (config.authMode === 'matrix') wait(missing.login, 'password checks (AUTH_MODE=matrix)')
   wait(missing.pushers, 'pusher registration')
   for (const [variable, needs] of waiting) {
-    log.warn(`${variable} is not set: token reports are answered 503 until it is (${needs.join(' and ')} need${needs.length === 1 ? 's' : ''} it)`)
+    log.warn(`${variable} is not set: token reports are answered 503 until it is; ${needs.join(' and ')} need${needs.length === 1 ? 's' : ''} it`)
   }
   if (config.authMode === 'none') {
     log.warn('AUTH_MODE=none: token reports are not authenticated; anyone who can reach this service can redirect the notifications of any user')

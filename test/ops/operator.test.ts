@@ -195,7 +195,7 @@ describe('logs', () => {
     await b.stop()
     const warnings = parsed(b.lines).filter((l) => l.level === 'warn').map((l) => l.msg as string)
     expect(warnings.filter((w) => w.includes('MATRIX_HOMESERVER_URL'))).toEqual([
-      'MATRIX_HOMESERVER_URL is not set: token reports are answered 503 until it is (password checks (AUTH_MODE=matrix) and pusher registration need it)',
+      'MATRIX_HOMESERVER_URL is not set: token reports are answered 503 until it is; password checks (AUTH_MODE=matrix) and pusher registration need it',
     ])
     for (const level of ['fatal', 'warn', 'error', 'debug', 'info', 'WARNING', 'CRITICAL']) {
       const r = await runCommand(['check'], { LOGLEVEL: level })
