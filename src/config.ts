@@ -13,7 +13,7 @@ export const REPORT_PATH = '/api/client/push_token_report'
 export const REMOVAL_PATH = '/api/client/account_removal_report'
 export const DEFAULT_PNM_URL = 'https://pnm.cloudsoftphone.com/pnm2/send'
 
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'fatal'
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'
 export type PusherFormat = 'event_id_only' | 'full'
 export type PnmVerb = 'NotifyTextMessage' | 'NotifyGenericTextMessage'
 export type AuthMode = 'matrix' | 'none'
@@ -84,12 +84,13 @@ export const ENV_DOC: ReadonlyArray<readonly [string, string]> = [
   ['METRICS_ADDRESS', 'host:port for /metrics on a separate listener (default: on the main port)'],
   ['TLS_CERT_FILE', 'PEM certificate chain: serve HTTPS (with TLS_KEY_FILE); both re-read on SIGHUP'],
   ['TLS_KEY_FILE', 'PEM private key of TLS_CERT_FILE'],
-  ['LOGLEVEL', 'debug, info (default), warn, error, fatal (any case); WARNING and CRITICAL too'],
+  ['LOGLEVEL', 'trace, debug, info (default), warn, error, fatal (any case); WARNING and CRITICAL too'],
   ['LOG_FORMAT', 'json (default) or pretty'],
 ]
 
-/** Every level the log lines print (`"level":"warn"`), plus the Python names the proxy used to take. */
+/** Every level of pino, as the log lines print them (`"level":"warn"`), plus the Python names WARNING and CRITICAL. */
 const LOG_LEVELS: Record<string, LogLevel> = {
+  TRACE: 'trace',
   DEBUG: 'debug',
   INFO: 'info',
   WARN: 'warn',
@@ -267,7 +268,7 @@ export function loadConfig(
 
   const rawLevel = get('LOGLEVEL')
   const logLevel = rawLevel === undefined ? 'info' : LOG_LEVELS[rawLevel.toUpperCase()]
-  if (logLevel === undefined) errors.push(`LOGLEVEL: "${rawLevel}" is not one of debug, info, warn, error, fatal (or WARNING, CRITICAL)`)
+  if (logLevel === undefined) errors.push(`LOGLEVEL: "${rawLevel}" is not one of trace, debug, info, warn, error, fatal (or WARNING, CRITICAL)`)
 
   const stateDir = get('STATE_DIRECTORY')?.split(':')[0]
   const rawDbPath = get('PUSH_TOKEN_DB_PATH') ?? (stateDir ? `${stateDir}/push_tokens.db` : 'data/push_tokens.db')

@@ -54,10 +54,10 @@ export function openExistingStore(config: Config, io: CliIo): TokenStore | undef
 
 /**
  * The service's components log as they work; a command reports in sentences of its own, so their
- * log lines are shown (on stderr, keeping stdout for results) only with LOGLEVEL=DEBUG.
+ * log lines are shown (on stderr, keeping stdout for results) only with LOGLEVEL=DEBUG (or TRACE).
  */
 export function commandLogger(config: Config): Logger {
-  if (config.logLevel !== 'debug') return pino({ level: 'silent' })
+  if (config.logLevel !== 'debug' && config.logLevel !== 'trace') return pino({ level: 'silent' })
   return createLogger(config, pino.destination({ dest: 2, sync: true }))
 }
 

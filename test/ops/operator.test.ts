@@ -197,13 +197,13 @@ describe('logs', () => {
     expect(warnings.filter((w) => w.includes('MATRIX_HOMESERVER_URL'))).toEqual([
       'MATRIX_HOMESERVER_URL is not set: token reports are answered 503 until it is; password checks (AUTH_MODE=matrix) and pusher registration need it',
     ])
-    for (const level of ['fatal', 'warn', 'error', 'debug', 'info', 'WARNING', 'CRITICAL']) {
+    for (const level of ['fatal', 'warn', 'error', 'debug', 'info', 'trace', 'WARNING', 'CRITICAL']) {
       const r = await runCommand(['check'], { LOGLEVEL: level })
       expect(r.exitCode).toBe(2)
       expect(r.stdout).not.toContain('LOGLEVEL')
     }
     const wrong = await runCommand(['check'], { LOGLEVEL: 'loud' })
-    expect(wrong.stdout).toContain('LOGLEVEL: "loud" is not one of debug, info, warn, error, fatal')
+    expect(wrong.stdout).toContain('LOGLEVEL: "loud" is not one of trace, debug, info, warn, error, fatal')
   })
 })
 
