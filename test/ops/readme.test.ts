@@ -100,9 +100,11 @@ describe('README: Try it with curl', () => {
         } else if (line.trim()) command.push(line)
       }
       expect(steps.map((s) => /^curl \S+ (\S+)/.exec(s.command)?.[1])).toEqual([
+        'http://127.0.0.1:8080/health',
         'http://127.0.0.1:8080/ready',
         'http://127.0.0.1:8080/api/client/push_token_report',
         'http://127.0.0.1:8080/_matrix/push/v1/notify',
+        'http://127.0.0.1:8080/metrics',
         'http://127.0.0.1:8080/api/client/account_removal_report',
       ])
       for (const step of steps) {
