@@ -8,7 +8,7 @@ import { accessSync, constants, existsSync } from 'node:fs'
 import { lookup as dnsLookup } from 'node:dns/promises'
 import { BlockList, isIP } from 'node:net'
 import { dirname } from 'node:path'
-import { missingFor, type Config } from '../config.ts'
+import { MEMORY_DB, missingFor, type Config } from '../config.ts'
 import { createMatrixClient, MatrixError, type FetchFn, type MatrixClient } from '../matrix/client.ts'
 import { describeDatabaseError, openSqliteStore } from '../store/sqlite.ts'
 import { withTimeout } from '../timeout.ts'
@@ -92,7 +92,8 @@ export async function runCheck(env: Env, options: CheckOptions, io: CliIo): Prom
   const lookupTimeoutMs = options.lookupTimeoutMs ?? 5_000
 
   io.out('database')
-  checkDatabase(config, ok, fail)
+  if (config.dbPath === MEMORY_DB) warn('PUSH_TOKEN_DB_PATH is :memory: the service keeps the tokens in memory only, lost at every restart')
+  else checkDatabase(config, ok, fail)
 
   io.out('homeserver')
   const matrix = createMatrixClient({ homeserverUrl: config.homeserverUrl!, asToken: config.asToken, timeoutMs: config.matrixTimeoutMs, fetch: options.fetch })
