@@ -136,7 +136,7 @@ export async function startHarness(options: HarnessOptions = {}) {
     notify: (notification: Record<string, unknown>) => request('POST', '/_matrix/push/v1/notify', { notification }),
     async close() {
       await service.worker.stop()
-      service.store.close()
+      await service.store.close()
       synapse.stop()
       pnm.stop()
       rmSync(dir, { recursive: true, force: true })

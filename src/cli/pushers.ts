@@ -41,7 +41,7 @@ export async function runPushersSync(env: Env, options: { verbose?: boolean }, i
     const queued: { r: Registration; jobIds: number[] }[] = []
     let changed = 0
     let tokenless = 0
-    for (const r of store.listRegistrations()) {
+    for (const r of await store.listRegistrations()) {
       if (r.tokenMsgs === undefined || r.appIdMsgs === undefined) {
         tokenless++
         continue
@@ -50,7 +50,7 @@ export async function runPushersSync(env: Env, options: { verbose?: boolean }, i
         // Saving the row unchanged makes the planner queue its `set`. `now` is the row's own time,
         // so updated_at still tells when the app last reported (findByPushkey prefers the latest).
         // A report that changed the row since it was listed wins: throwing rolls the save back.
-        const { jobs } = store.saveRegistration(r, r.updatedAt, (previous, next) => {
+        const { jobs } = await store.saveRegistration(r, r.updatedAt, (previous, next) => {
           if (!sameRow(previous, r)) throw new ChangedMeanwhile()
           return plan(previous, next)
         })
@@ -89,6 +89,6 @@ export async function runPushersSync(env: Env, options: { verbose?: boolean }, i
     io.out(parts.join(', '))
     return failed > 0 ? EXIT_FAILED : EXIT_OK
   } finally {
-    store.close()
+    await store.close()
   }
 }

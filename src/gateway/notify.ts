@@ -81,7 +81,7 @@ export function createNotifyHandler(deps: NotifyDeps) {
     const dlog = log.child({ app_id: device.app_id, pushkey: tokenHash(device.pushkey), event_id: n.event_id ?? undefined })
     let account
     try {
-      account = deps.store.findByPushkey(device.app_id, device.pushkey)
+      account = await deps.store.findByPushkey(device.app_id, device.pushkey)
     } catch (e) {
       // Never reject on a database error: a rejection switches the user's pushes off for good.
       dlog.error({ err: (e as Error).message }, 'token store unavailable; asking Synapse to retry')
@@ -119,7 +119,7 @@ export function createNotifyHandler(deps: NotifyDeps) {
       case 'token_invalid':
         dlog.info({ detail: outcome.detail }, 'PNM no longer knows this device token; rejecting and forgetting it')
         try {
-          deps.store.forgetPushkey(device.app_id, device.pushkey, deps.now())
+          await deps.store.forgetPushkey(device.app_id, device.pushkey, deps.now())
         } catch (e) {
           dlog.error({ err: (e as Error).message }, 'could not forget the invalid token')
         }
