@@ -44,7 +44,8 @@ export function createFailureLimiter(limit: number, now: () => number) {
 }
 
 export interface PasswordVerifier {
-  verify(username: string, password: string, clientAddress: string | undefined): Promise<string>
+  /** `log`: the request's logger, so that its lines carry the request's req_id. */
+  verify(username: string, password: string, clientAddress: string | undefined, log?: Logger): Promise<string>
 }
 
 export function createPasswordVerifier(o: {
@@ -67,13 +68,13 @@ export function createPasswordVerifier(o: {
 
   // Synapse limits logins per source address (rc_login.address: a burst of 3, then one every ~6 s),
   // and every phone's check comes from this proxy's address: a short wait beats a 503.
-  async function loginWaitingOutRateLimit(username: string, password: string) {
+  async function loginWaitingOutRateLimit(username: string, password: string, log: Logger) {
     try {
       return await o.matrix.login(username, password)
     } catch (e) {
       const wait = e instanceof MatrixError && e.isRateLimit ? e.retryAfterMs : undefined
       if (wait === undefined || wait > maxRateLimitWaitMs) throw e
-      o.log.info({ username, retry_after_ms: wait }, 'homeserver rate-limits logins; waiting once')
+      log.info({ username, retry_after_ms: wait }, 'homeserver rate-limits logins; waiting once')
       await Bun.sleep(wait)
       return o.matrix.login(username, password)
     }
@@ -85,7 +86,7 @@ export function createPasswordVerifier(o: {
   }
 
   return {
-    async verify(username, password, clientAddress) {
+    async verify(username, password, clientAddress, log = o.log) {
       const ck = cacheKey(username, password)
       const hit = cache.get(ck)
       if (hit && hit.until > o.now()) return hit.userId
@@ -94,23 +95,23 @@ export function createPasswordVerifier(o: {
       const addressKey = clientAddress === undefined ? undefined : `a:${clientAddress}`
       const wait = Math.max(limiter.blockedFor(userKey) ?? 0, addressKey ? (limiter.blockedFor(addressKey) ?? 0) : 0)
       if (wait > 0) {
-        o.log.warn({ username, client: clientAddress, retry_after_s: wait }, 'too many failed logins; refusing for now')
+        log.warn({ username, client: clientAddress, retry_after_s: wait }, 'too many failed logins; refusing for now')
         refuse('rate_limited', rateLimited('Too many failed attempts; try again later', wait))
       }
 
       let session: { userId: string; accessToken?: string }
       try {
-        session = await loginWaitingOutRateLimit(username, password)
+        session = await loginWaitingOutRateLimit(username, password, log)
       } catch (e) {
         if (e instanceof MatrixError && !e.isTransient) {
           limiter.fail(userKey)
           if (addressKey) limiter.fail(addressKey)
-          o.log.info({ username, client: clientAddress, errcode: e.errcode, status: e.status }, 'login refused by the homeserver')
+          log.info({ username, client: clientAddress, errcode: e.errcode, status: e.status }, 'login refused by the homeserver')
           refuse('invalid_credentials', unauthorized('Invalid username or password'))
         }
         // Never 401 when the homeserver could not answer: the app would treat a good password as bad.
         const retry = e instanceof MatrixError && e.retryAfterMs !== undefined ? Math.ceil(e.retryAfterMs / 1000) : undefined
-        o.log.error({ username, err: (e as Error).message }, 'homeserver could not check the password')
+        log.error({ username, err: (e as Error).message }, 'homeserver could not check the password')
         refuse('homeserver_unavailable', unavailable('The homeserver could not check the credentials; try again later', retry))
       }
 
@@ -118,7 +119,7 @@ export function createPasswordVerifier(o: {
         try {
           await o.matrix.logout(session.accessToken)
         } catch (e) {
-          o.log.warn({ user_id: session.userId, session: tokenHash(session.accessToken), err: (e as Error).message }, 'logout of the password-check session failed')
+          log.warn({ user_id: session.userId, session: tokenHash(session.accessToken), err: (e as Error).message }, 'logout of the password-check session failed')
         }
       }
       if (cache.size >= MAX_TRACKED) cache.delete(cache.keys().next().value!)

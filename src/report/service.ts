@@ -45,7 +45,7 @@ export function createReportService(deps: ReportServiceDeps) {
   const missing = missingFor(config)
   const pushersEnabled = config.pushGatewayUrl !== undefined
 
-  async function resolveUser(report: Report, clientAddress: string | undefined): Promise<string> {
+  async function resolveUser(report: Report, clientAddress: string | undefined, log: Logger): Promise<string> {
     if (config.authMode === 'none') {
       const resolved = resolveMatrixUser(report, config.mapping, config.serverName)
       if (!resolved.ok) throw resolved.error
@@ -58,7 +58,7 @@ export function createReportService(deps: ReportServiceDeps) {
     if (missing.login !== undefined || deps.verifier === undefined) {
       throw notConfigured(missing.login ?? 'MATRIX_HOMESERVER_URL', 'Checking the password')
     }
-    return deps.verifier.verify(report.username, report.password, clientAddress)
+    return deps.verifier.verify(report.username, report.password, clientAddress, log)
   }
 
   function describe(r: Registration | undefined) {
@@ -67,7 +67,7 @@ export function createReportService(deps: ReportServiceDeps) {
 
   async function handle(kind: ReportKind, report: Report, clientAddress: string | undefined, log: Logger) {
     try {
-      const userId = await resolveUser(report, clientAddress)
+      const userId = await resolveUser(report, clientAddress, log)
       if (missing.pushers !== undefined) throw notConfigured(missing.pushers, 'Registering pushers (PROXY_URL is set)')
       const now = deps.now()
       const write = () => {
@@ -123,7 +123,7 @@ export function createReportService(deps: ReportServiceDeps) {
       )
       if (result.jobs.length > 0) {
         // Past the wait the app gets its answer; the worker carries on (runSelector never rejects).
-        await withTimeout(deps.worker.runSelector(report.selector), deps.inlineWaitMs ?? INLINE_PUSHER_WAIT_MS, 'the first pusher attempt').catch(() => {})
+        await withTimeout(deps.worker.runSelector(report.selector, log.bindings().req_id as string | undefined), deps.inlineWaitMs ?? INLINE_PUSHER_WAIT_MS, 'the first pusher attempt').catch(() => {})
       }
     } catch (e) {
       const outcome = e instanceof AppError ? String(e.status) : 'error'
