@@ -1,8 +1,10 @@
 /**
  * Remembers which event was delivered to which pushkey, for an hour: Synapse retries a
  * notification after its own timeout even when the first try reached the phone, and the spec asks
- * gateways to drop such duplicates. Bounded: past `maxEntries` the oldest are forgotten first;
- * below that, nothing is forgotten before its hour is up.
+ * gateways to drop such duplicates. Bounded: it holds the last `maxEntries` deliveries, the oldest
+ * forgotten first; below that, nothing is forgotten before its hour is up. A key delivered again
+ * (the same event to the same pushkey under a second app id) lives from its newest delivery; its
+ * earlier one keeps its place in the count until it ages out.
  *
  * Fixed memory, allocated once: each (event, pushkey) is kept as a 128-bit fingerprint (SHA-256,
  * salted with 128 random bits per process, truncated) in a ring of typed arrays, oldest first, with

@@ -62,22 +62,18 @@ describe('dedupe', () => {
     expect(d.seen('c', '$a\u0000b')).toBe(false)
   })
 
-  // A reference with exact string keys, as the filter behaved before it kept fingerprints.
+  // A reference with exact string keys: the last `max` deliveries, oldest first, each for `ttl`; a
+  // key delivered again answers from its newest delivery.
   function referenceDedupe(ttl: number, max: number, now: () => number) {
-    const at = new Map<string, number>()
+    const deliveries: { key: string; at: number }[] = []
     return {
       seen: (pk: string, e: string) => {
-        const t = at.get(`${e}|${pk}`)
-        return t !== undefined && t + ttl > now()
+        const newest = deliveries.findLast((d) => d.key === `${e}|${pk}`)
+        return newest !== undefined && newest.at + ttl > now()
       },
       remember: (pk: string, e: string) => {
-        const k = `${e}|${pk}`
-        at.delete(k)
-        at.set(k, now())
-        for (const [key, t] of at) {
-          if (at.size <= max && t + ttl > now()) break
-          at.delete(key)
-        }
+        deliveries.push({ key: `${e}|${pk}`, at: now() })
+        while (deliveries.length > max || deliveries[0]!.at + ttl <= now()) deliveries.shift()
       },
     }
   }
