@@ -74,7 +74,8 @@ function validationMessage(error: ValueError): string {
  */
 function assertMatches<T extends TSchema>(check: TypeCheck<T>, value: unknown): Static<T> {
   // Checking is linear too and a quarter of the cost of the error iterator: a valid body (nearly
-  // every one) never starts it. Compiled (TypeCompiler): a third of the interpreted Value.Check.
+  // every one) never starts it. Compiled (TypeCompiler) once per app: about three quarters of the
+  // time of the interpreted Value.Check (1.9 against 2.6 µs for a full-format notify).
   if (check.Check(value)) return value
   const first = check.Errors(value).First()
   if (first) throw badRequest(validationMessage(first))
@@ -124,8 +125,8 @@ export function createApp(deps: AppDeps) {
       requests.set(request, { id, started: performance.now() })
       set.headers['x-request-id'] = id
     })
-    // Not onAfterResponse: Elysia defers that hook through setImmediate, a tenth of the logging
-    // cost of a notification (scripts/bench.ts). Errors write their line in onError.
+    // Not onAfterResponse: Elysia runs that hook in a setImmediate callback per request. Errors
+    // write their line in onError.
     .onAfterHandle(({ request, route, path, set }) => {
       accessLine(request, route || path, typeof set.status === 'number' ? set.status : 200)
     })
