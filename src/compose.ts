@@ -75,7 +75,19 @@ export function compose(config: Config, options: ComposeOptions = {}) {
   })
   const verifier =
     matrix && config.authMode === 'matrix'
-      ? createPasswordVerifier({ matrix, log, metrics, now, failuresPerMinute: config.authFailuresPerMinute })
+      ? createPasswordVerifier({
+          matrix,
+          log,
+          metrics,
+          now,
+          serverName: config.serverName,
+          limits: {
+            failuresPerPair: config.authFailuresPerMinute,
+            failuresPerUser: config.authUserFailuresPerMinute,
+            checksPerAddress: config.authChecksPerMinute,
+            maxInflight: config.authMaxInflight,
+          },
+        })
       : undefined
   const messaging = composeMessaging(config, { log, now, matrix, verifier, index: options.index, store, jobRetryBaseMs: options.pusherRetryBaseMs })
   const reports = createReportService({
@@ -217,7 +229,7 @@ function composeMessaging(
       // In the background: a large token table must not delay the start.
       const enrolExisting = async () => {
         await prune()
-        const users = new Set(deps.store.listRegistrations().map((r) => r.matrixUserId))
+        const users = new Set((await deps.store.listRegistrations()).map((r) => r.matrixUserId))
         for (const userId of users) await enrol(userId, log).catch((e) => log.error({ user_id: userId, err: (e as Error).message }, 'could not enrol the user for messaging'))
       }
       void enrolExisting()
@@ -251,7 +263,7 @@ function composeSend(
       },
     }
   }
-  const outbox = openSqliteOutbox(config.dbPath)
+  const outbox = openSqliteOutbox(config.dbPath, { inTurn: index.inTurn })
   const service = createSendService({
     matrix: deps.matrix,
     index: createSendIndex({ index, matrix: deps.matrix, context, now: deps.now }),

@@ -47,11 +47,12 @@ function reportOperation(summary: string, description: string) {
       },
       responses: {
         '200': answer('Stored (the app ignores the body)', 'Empty'),
-        '400': answer('Malformed report (missing selector, token without app id, no Matrix user for the account, ...)', 'Error'),
+        '400': answer('Malformed report (missing selector, token without app id, a field too long or with a control character, no Matrix user for the account, ...); the field is named', 'Error'),
         '401': answer('Wrong or missing username/password (AUTH_MODE=matrix)', 'Error'),
+        '403': answer('The selector is stored for another Matrix user (reports only; a removal by another user answers 200 and changes nothing)', 'Error'),
         '413': answer('Body larger than 8 KiB', 'Error'),
-        '429': answer('Too many failed logins; see Retry-After', 'Error'),
-        '503': answer('Homeserver or token store unavailable, or a required variable is not set', 'Error'),
+        '429': answer('Too many failed logins or password checks, or too many reports for this Matrix user; see Retry-After', 'Error'),
+        '503': answer('Homeserver or token store unavailable, too many password checks in flight, or a required variable is not set', 'Error'),
       },
     },
   }
@@ -149,7 +150,7 @@ export function buildOpenApiDocument() {
           requestBody: { required: true, content: json('NotifyBody') },
           responses: {
             '200': answer('Handled; `rejected` lists pushkeys the PNM no longer knows', 'NotifyResponse'),
-            '400': answer('M_NOT_JSON / M_BAD_JSON', 'MatrixError'),
+            '400': answer('M_NOT_JSON / M_BAD_JSON (also more than 16 devices)', 'MatrixError'),
             '403': answer('Caller not in NOTIFY_ALLOWED_IPS', 'MatrixError'),
             '413': answer('Body larger than 512 KiB', 'MatrixError'),
             '502': answer('The PNM did not accept the notification; retry later', 'MatrixError'),

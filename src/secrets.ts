@@ -13,3 +13,9 @@ export function constantTimeEqual(a: string, b: string): boolean {
   const hb = createHash('sha256').update(b).digest()
   return timingSafeEqual(ha, hb)
 }
+
+/**
+ * A URL as it may be printed: `https://user:secret@host/` becomes `https://***@host/`. Works on
+ * text that does not parse as a URL too, since error messages quote what was given.
+ */
+export const redactUserinfo = (url: string) => url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1***@')

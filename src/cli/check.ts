@@ -6,11 +6,13 @@
  */
 import { accessSync, constants, existsSync } from 'node:fs'
 import { lookup as dnsLookup } from 'node:dns/promises'
-import { BlockList, isIP } from 'node:net'
+import { isIP } from 'node:net'
+import { isLoopbackHost, isPrivateAddress } from '../client-address.ts'
 import { dirname } from 'node:path'
-import { missingFor, type Config } from '../config.ts'
+import { MEMORY_DB, missingFor, type Config } from '../config.ts'
 import { createMatrixClient, MatrixError, type FetchFn, type MatrixClient } from '../matrix/client.ts'
-import { openSqliteStore } from '../store/sqlite.ts'
+import { redactUserinfo } from '../secrets.ts'
+import { describeDatabaseError, openSqliteStore } from '../store/sqlite.ts'
 import { withTimeout } from '../timeout.ts'
 import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, type CliIo, type Env, type ExitCode } from './common.ts'
 
@@ -25,17 +27,7 @@ export interface CheckOptions {
 /** Localpart of the made-up sample user: Synapse's answer for it tells the namespace apart from the user's existence. */
 export const SAMPLE_LOCALPART = 'matrix2acrobits-check'
 
-// Synapse's default ip_range_blacklist covers these (docs: "ip_range_blacklist"); a pusher URL
-// on one of them fails inside Synapse unless ip_range_whitelist allows it.
-const PRIVATE = new BlockList()
-for (const [net, bits] of [['127.0.0.0', 8], ['10.0.0.0', 8], ['172.16.0.0', 12], ['192.168.0.0', 16], ['169.254.0.0', 16], ['100.64.0.0', 10], ['0.0.0.0', 8]] as const) {
-  PRIVATE.addSubnet(net, bits, 'ipv4')
-}
-for (const [net, bits] of [['::1', 128], ['fc00::', 7], ['fe80::', 10], ['::', 128]] as const) PRIVATE.addSubnet(net, bits, 'ipv6')
-const isPrivate = (address: string) => {
-  const family = isIP(address)
-  return family !== 0 && PRIVATE.check(address, family === 6 ? 'ipv6' : 'ipv4')
-}
+const isPrivate = isPrivateAddress
 
 const defaultLookup = async (host: string) => (await dnsLookup(host, { all: true })).map((a) => a.address)
 
@@ -85,14 +77,22 @@ export async function runCheck(env: Env, options: CheckOptions, io: CliIo): Prom
     io.out('check failed: the configuration is invalid or incomplete; probes not run')
     return EXIT_CONFIG
   }
-  ok(`homeserver ${config.homeserverUrl}, server name ${config.serverName}, push gateway ${config.pushGatewayUrl}`)
+  ok(`homeserver ${redactUserinfo(config.homeserverUrl!)}, server name ${config.serverName}, push gateway ${redactUserinfo(config.pushGatewayUrl!)}`)
   if (config.authMode === 'none') warn('AUTH_MODE=none: anyone who reaches this service can redirect the notifications of any user')
+  if (config.notifyAllowedIps === undefined && !isLoopbackHost(config.host)) {
+    warn(`NOTIFY_ALLOWED_IPS is not set while the service listens on ${config.host}: anyone who reaches the port can call the push gateway; list the homeserver's addresses`)
+  }
+  const homeserver = new URL(config.homeserverUrl!)
+  if (homeserver.protocol === 'http:' && !isLoopbackHost(homeserver.hostname)) {
+    warn(`MATRIX_HOMESERVER_URL is plain http:// to ${homeserver.hostname}: passwords and the appservice token would cross the network in clear; use https://`)
+  }
   if (config.metricsAddress === undefined) warn('METRICS_ADDRESS is not set: /metrics is served on the public port')
   const lookup = options.lookup ?? defaultLookup
   const lookupTimeoutMs = options.lookupTimeoutMs ?? 5_000
 
   io.out('database')
-  checkDatabase(config, ok, fail)
+  if (config.dbPath === MEMORY_DB) warn('PUSH_TOKEN_DB_PATH is :memory: the service keeps the tokens in memory only, lost at every restart')
+  else await checkDatabase(config, ok, fail)
 
   io.out('homeserver')
   const matrix = createMatrixClient({ homeserverUrl: config.homeserverUrl!, asToken: config.asToken, timeoutMs: config.matrixTimeoutMs, fetch: options.fetch })
@@ -117,7 +117,7 @@ export async function runCheck(env: Env, options: CheckOptions, io: CliIo): Prom
       )
     } else ok(`${proxyHost} resolves to ${addresses.join(', ')}`)
   } catch (e) {
-    warn(`${proxyHost} does not resolve from here (${(e as Error).message}); the homeserver must reach ${config.pushGatewayUrl}`)
+    warn(`${proxyHost} does not resolve from here (${(e as Error).message}); the homeserver must reach ${redactUserinfo(config.pushGatewayUrl!)}`)
   }
   if (new URL(config.proxyUrl!).protocol === 'http:' && !isPrivate(proxyHost) && proxyHost !== 'localhost') {
     warn('PROXY_URL is http: notifications (and with PUSHER_FORMAT=full, message content) travel unencrypted')
@@ -140,7 +140,7 @@ export async function runCheck(env: Env, options: CheckOptions, io: CliIo): Prom
   return failures === 0 ? EXIT_OK : EXIT_FAILED
 }
 
-function checkDatabase(config: Config, ok: (t: string) => void, fail: (t: string) => void) {
+async function checkDatabase(config: Config, ok: (t: string) => void, fail: (t: string) => void) {
   if (!existsSync(config.dbPath)) {
     // Not created here: `check` is often run by hand, as another user than the service.
     let dir = dirname(config.dbPath)
@@ -156,18 +156,18 @@ function checkDatabase(config: Config, ok: (t: string) => void, fail: (t: string
   let store
   try {
     store = openSqliteStore(config.dbPath)
-    store.probeWritable()
-    const pending = store.pendingJobs()
-    ok(`${config.dbPath} is writable: ${store.countRegistrations()} accounts, ${pending.length} pusher calls pending`)
+    await store.probeWritable()
+    const pending = await store.pendingJobs()
+    ok(`${config.dbPath} is writable: ${await store.countRegistrations()} accounts, ${pending.length} pusher calls pending`)
     const failing = pending.filter((j) => j.lastError !== undefined)
     if (failing.length > 0) {
       const last = failing[failing.length - 1]!
       fail(`${failing.length} pusher calls keep failing; the latest error (${last.userId}): ${last.lastError}`)
     }
   } catch (e) {
-    fail(`${config.dbPath} is not usable: ${(e as Error).message}`)
+    fail(`${config.dbPath} is not usable: ${describeDatabaseError(config.dbPath, e)}`)
   } finally {
-    store?.close()
+    await store?.close()
   }
 }
 
@@ -182,7 +182,7 @@ async function checkAppserviceToken(matrix: MatrixClient, config: Config, ok: (t
     }
     return server
   } catch (e) {
-    if (e instanceof MatrixError && e.kind !== 'http') fail(`cannot reach the homeserver at ${config.homeserverUrl}: ${e.message}`)
+    if (e instanceof MatrixError && e.kind !== 'http') fail(`cannot reach the homeserver at ${redactUserinfo(config.homeserverUrl!)}: ${e.message}`)
     else if (e instanceof MatrixError && e.status === 401) {
       fail(
         `the homeserver does not know MATRIX_AS_TOKEN (${e.errcode ?? e.status}): list the registration file in Synapse's ` +

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs'
 import pino, { type Logger } from 'pino'
 import { loadConfig, type Config } from '../config.ts'
 import { createLogger } from '../log.ts'
-import { openSqliteStore } from '../store/sqlite.ts'
+import { describeDatabaseError, openSqliteStore } from '../store/sqlite.ts'
 import type { TokenStore } from '../store/types.ts'
 
 /** The same codes as `serve`: 0 success, 1 a runtime failure, 2 invalid configuration or usage. */
@@ -47,25 +47,48 @@ export function openExistingStore(config: Config, io: CliIo): TokenStore | undef
   try {
     return openSqliteStore(config.dbPath)
   } catch (e) {
-    io.err(`matrix2acrobits: cannot open the database ${config.dbPath}: ${(e as Error).message}`)
+    io.err(`matrix2acrobits: cannot open the database ${config.dbPath}: ${describeDatabaseError(config.dbPath, e)}`)
     return undefined
   }
 }
 
 /**
  * The service's components log as they work; a command reports in sentences of its own, so their
- * log lines are shown (on stderr, keeping stdout for results) only with LOGLEVEL=DEBUG.
+ * log lines are shown (on stderr, keeping stdout for results) only with LOGLEVEL=DEBUG (or TRACE).
  */
 export function commandLogger(config: Config): Logger {
-  if (config.logLevel !== 'debug') return pino({ level: 'silent' })
+  if (config.logLevel !== 'debug' && config.logLevel !== 'trace') return pino({ level: 'silent' })
   return createLogger(config, pino.destination({ dest: 2, sync: true }))
 }
 
 export const isoTime = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z')
 
-/** Left-aligned columns, two spaces apart. */
+// Control characters (C0, DEL, C1: ESC and CSI rewrite a terminal) and the bidirectional
+// overrides that reorder what the operator reads.
+const UNPRINTABLE = /[\p{Cc}\u202a-\u202e\u2066-\u2069]/gu
+const escapeChar = (c: string) => {
+  const code = c.codePointAt(0)!
+  return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`
+}
+
+/**
+ * A stored value as it may reach the operator's terminal: control characters shown as `\x1b`, a
+ * backslash as `\\` (so an escape cannot be forged). What the service stores today has none, but a
+ * database written by older versions, or by hand, may.
+ */
+export const printable = (value: string) => value.replace(/\\/g, '\\\\').replace(UNPRINTABLE, escapeChar)
+
+/**
+ * JSON for the terminal: JSON.stringify escapes C0 controls but writes DEL, C1 and the bidi
+ * overrides raw; they become \u escapes, which read back as the same string.
+ */
+export const printableJson = (value: unknown) =>
+  JSON.stringify(value, null, 2).replace(/[\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.codePointAt(0)!.toString(16).padStart(4, '0')}`)
+
+/** Left-aligned columns, two spaces apart; every cell printable. */
 export function table(rows: readonly (readonly string[])[]): string[] {
+  const cells = rows.map((row) => row.map(printable))
   const widths: number[] = []
-  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)))
-  return rows.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd())
+  for (const row of cells) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)))
+  return cells.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd())
 }

@@ -7,7 +7,7 @@ import { missingFor } from '../config.ts'
 import { planPusherCalls } from '../report/plan.ts'
 import { tokenHash } from '../secrets.ts'
 import type { Registration } from '../store/types.ts'
-import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, openExistingStore, type CliIo, type Env, type ExitCode } from './common.ts'
+import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, openExistingStore, printable, type CliIo, type Env, type ExitCode } from './common.ts'
 import { createCommandWorker, hintFor, settle } from './outbox.ts'
 
 /** Accounts whose pushers are set up at the same time; the homeserver is the limit, not the proxy. */
@@ -41,7 +41,7 @@ export async function runPushersSync(env: Env, options: { verbose?: boolean }, i
     const queued: { r: Registration; jobIds: number[] }[] = []
     let changed = 0
     let tokenless = 0
-    for (const r of store.listRegistrations()) {
+    for (const r of await store.listRegistrations()) {
       if (r.tokenMsgs === undefined || r.appIdMsgs === undefined) {
         tokenless++
         continue
@@ -50,7 +50,7 @@ export async function runPushersSync(env: Env, options: { verbose?: boolean }, i
         // Saving the row unchanged makes the planner queue its `set`. `now` is the row's own time,
         // so updated_at still tells when the app last reported (findByPushkey prefers the latest).
         // A report that changed the row since it was listed wins: throwing rolls the save back.
-        const { jobs } = store.saveRegistration(r, r.updatedAt, (previous, next) => {
+        const { jobs } = await store.saveRegistration(r, r.updatedAt, (previous, next) => {
           if (!sameRow(previous, r)) throw new ChangedMeanwhile()
           return plan(previous, next)
         })
@@ -69,14 +69,14 @@ export async function runPushersSync(env: Env, options: { verbose?: boolean }, i
       for (let item = queued[next++]; item !== undefined; item = queued[next++]) {
         const { r, jobIds } = item
         const result = await settle(worker, store, config, r.selector, jobIds)
-        const what = `${r.selector} ${r.matrixUserId} ${r.appIdMsgs} token ${tokenHash(r.tokenMsgs!)}`
+        const what = printable(`${r.selector} ${r.matrixUserId} ${r.appIdMsgs} token ${tokenHash(r.tokenMsgs!)}`)
         if (result.ok) {
           registered++
           if (options.verbose) io.out(`  ok    ${what}`)
         } else {
           failed++
           const hint = hintFor(result.error)
-          io.out(`  FAIL  ${what}: ${result.error}${hint ? ` (${hint})` : ''}`)
+          io.out(`  FAIL  ${what}: ${printable(result.error)}${hint ? ` (${hint})` : ''}`)
         }
       }
     }
@@ -89,6 +89,6 @@ export async function runPushersSync(env: Env, options: { verbose?: boolean }, i
     io.out(parts.join(', '))
     return failed > 0 ? EXIT_FAILED : EXIT_OK
   } finally {
-    store.close()
+    await store.close()
   }
 }

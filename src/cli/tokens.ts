@@ -7,7 +7,7 @@ import { missingFor, type Config } from '../config.ts'
 import { planPusherCalls } from '../report/plan.ts'
 import { tokenHash } from '../secrets.ts'
 import type { PusherJob, Registration, TokenStore } from '../store/types.ts'
-import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, isoTime, openExistingStore, table, type CliIo, type Env, type ExitCode } from './common.ts'
+import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, isoTime, openExistingStore, printable, printableJson, table, type CliIo, type Env, type ExitCode } from './common.ts'
 import { createCommandWorker, hintFor, settle } from './outbox.ts'
 
 /** A registration with its secrets replaced by hashes: what `--json` prints. */
@@ -38,29 +38,24 @@ const describeJob = (j: PusherJob) => ({
 
 const hashOrDash = (token: string | undefined) => (token === undefined ? '-' : tokenHash(token))
 
-function withStore(env: Env, io: CliIo, run: (store: TokenStore, config: Config) => Promise<ExitCode> | ExitCode): Promise<ExitCode> | ExitCode {
+async function withStore(env: Env, io: CliIo, run: (store: TokenStore, config: Config) => Promise<ExitCode>): Promise<ExitCode> {
   const config = configOrReport(env, io)
   if (!config) return EXIT_CONFIG
   const store = openExistingStore(config, io)
   if (!store) return EXIT_FAILED
-  const close = () => store.close()
   try {
-    const result = run(store, config)
-    if (result instanceof Promise) return result.finally(close)
-    close()
-    return result
-  } catch (e) {
-    close()
-    throw e
+    return await run(store, config)
+  } finally {
+    await store.close()
   }
 }
 
 export function runTokensList(env: Env, options: { json?: boolean }, io: CliIo) {
-  return withStore(env, io, (store, config) => {
-    const rows = store.listRegistrations()
-    const pending = store.pendingJobs()
+  return withStore(env, io, async (store, config) => {
+    const rows = await store.listRegistrations()
+    const pending = await store.pendingJobs()
     if (options.json) {
-      io.out(JSON.stringify(rows.map((r) => describeRegistration(r, pending)), null, 2))
+      io.out(printableJson(rows.map((r) => describeRegistration(r, pending))))
       return EXIT_OK
     }
     if (rows.length === 0) {
@@ -88,16 +83,16 @@ export function runTokensList(env: Env, options: { json?: boolean }, io: CliIo) 
 }
 
 export function runTokensShow(env: Env, selector: string, options: { json?: boolean }, io: CliIo) {
-  return withStore(env, io, (store) => {
-    const r = store.getRegistration(selector)
-    const pending = store.pendingJobs().filter((j) => j.selector === selector)
+  return withStore(env, io, async (store) => {
+    const r = await store.getRegistration(selector)
+    const pending = (await store.pendingJobs()).filter((j) => j.selector === selector)
     if (!r) {
-      io.err(`matrix2acrobits: no registration with selector ${selector}${pending.length ? ` (${pending.length} pusher calls still queued for it)` : ''}`)
+      io.err(`matrix2acrobits: no registration with selector ${printable(selector)}${pending.length ? ` (${pending.length} pusher calls still queued for it)` : ''}`)
       return EXIT_FAILED
     }
     const d = describeRegistration(r, pending)
     if (options.json) {
-      io.out(JSON.stringify(d, null, 2))
+      io.out(printableJson(d))
       return EXIT_OK
     }
     for (const line of table([
@@ -114,8 +109,10 @@ export function runTokensShow(env: Env, selector: string, options: { json?: bool
     }
     for (const j of d.pending_pusher_calls) {
       io.out(
-        `  ${j.action} ${j.app_id} token ${j.pushkey_hash} for ${j.user_id}: ${j.attempts} attempts, next ${j.next_attempt_at}` +
-          (j.last_error ? `, last error: ${j.last_error}` : ''),
+        printable(
+          `  ${j.action} ${j.app_id} token ${j.pushkey_hash} for ${j.user_id}: ${j.attempts} attempts, next ${j.next_attempt_at}` +
+            (j.last_error ? `, last error: ${j.last_error}` : ''),
+        ),
       )
     }
     return EXIT_OK
@@ -132,12 +129,12 @@ export function runTokensDelete(env: Env, selector: string, io: CliIo) {
     // The same decision the Account Removal Reporter makes (report/plan.ts); without PROXY_URL
     // this proxy registers no pushers, so there is none to delete.
     const pushersEnabled = config.pushGatewayUrl !== undefined
-    const { previous, jobs } = store.removeRegistration(selector, Date.now(), planPusherCalls(pushersEnabled))
+    const { previous, jobs } = await store.removeRegistration(selector, Date.now(), planPusherCalls(pushersEnabled))
     if (!previous) {
-      io.err(`matrix2acrobits: no registration with selector ${selector}`)
+      io.err(`matrix2acrobits: no registration with selector ${printable(selector)}`)
       return EXIT_FAILED
     }
-    io.out(`deleted ${selector} (${previous.matrixUserId}, messages token ${hashOrDash(previous.tokenMsgs)})`)
+    io.out(printable(`deleted ${selector} (${previous.matrixUserId}, messages token ${hashOrDash(previous.tokenMsgs)})`))
     if (!pushersEnabled) {
       io.out('PROXY_URL is not set: this proxy registers no pushers, so none was deleted on the homeserver')
       return EXIT_OK
@@ -149,7 +146,7 @@ export function runTokensDelete(env: Env, selector: string, io: CliIo) {
     const worker = await createCommandWorker(config, store)
     const result = await settle(worker, store, config, selector, jobs.map((j) => j.id))
     if (result.ok) {
-      for (const j of jobs) io.out(`pusher ${j.appId} token ${tokenHash(j.pushkey)} of ${j.userId} deleted on the homeserver`)
+      for (const j of jobs) io.out(printable(`pusher ${j.appId} token ${tokenHash(j.pushkey)} of ${j.userId} deleted on the homeserver`))
       return EXIT_OK
     }
     const hint = hintFor(result.error)

@@ -4,6 +4,9 @@
  */
 import { t } from 'elysia'
 
+/** At most this many devices per notification; more is 400 M_BAD_JSON. */
+export const MAX_DEVICES_PER_NOTIFY = 16
+
 const OptionalText = t.Optional(t.Union([t.String(), t.Null()]))
 const Open = t.Record(t.String(), t.Unknown())
 
@@ -43,7 +46,9 @@ export const NotificationSchema = t.Object(
         t.Null(),
       ]),
     ),
-    devices: t.Array(DeviceSchema),
+    // Synapse sends exactly one device per notify (FIELD-GUIDE §3); thousands in one body only
+    // multiply the lookups and log lines an unauthenticated caller can cause.
+    devices: t.Array(DeviceSchema, { maxItems: MAX_DEVICES_PER_NOTIFY }),
   },
   { additionalProperties: true },
 )

@@ -156,5 +156,11 @@ export interface MessageIndex {
   countMessages(): Promise<number>
   /** The error came from the database (a retry may succeed), not from the data being applied. */
   isStoreFailure(e: unknown): boolean
+  /**
+   * Runs `fn` between write transactions, never during one. A write transaction stays open across
+   * awaits; another connection to the same SQLite file writing meanwhile would wait in SQLite's
+   * synchronous busy handler (freezing the process, then failing). The send outbox writes in turn.
+   */
+  inTurn<T>(fn: () => T | Promise<T>): Promise<T>
   close(): void
 }

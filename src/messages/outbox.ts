@@ -37,13 +37,28 @@ export interface OutboxStore {
  * The outbox on its own connection to the service's database (WAL: the token store and the message
  * index use theirs); the table comes from the schema migrations.
  */
-export function openSqliteOutbox(path: string, options: { busyTimeoutMs?: number } = {}): OutboxStore & { close(): void } {
+export function openSqliteOutbox(
+  path: string,
+  options: { busyTimeoutMs?: number; inTurn?: <T>(fn: () => T | Promise<T>) => Promise<T> } = {},
+): OutboxStore & { close(): void } {
   const db = new Database(path, { create: true, strict: true })
   db.run(`PRAGMA busy_timeout = ${options.busyTimeoutMs ?? 1000}`)
   db.run('PRAGMA journal_mode = WAL')
   db.run('PRAGMA synchronous = NORMAL')
   migrate(db)
-  return { ...sqliteOutbox(db), close: () => db.close() }
+  const rows = sqliteOutbox(db)
+  // Writes wait for the message index's open transaction to end (MessageIndex.inTurn); reads
+  // never wait in WAL mode.
+  const turn = options.inTurn ?? (async <T>(fn: () => T | Promise<T>) => fn())
+  return {
+    recent: rows.recent,
+    create: (row) => turn(() => rows.create(row)),
+    setRoom: (txnId, roomId, now) => turn(() => rows.setRoom(txnId, roomId, now)),
+    markSent: (txnId, eventId, now) => turn(() => rows.markSent(txnId, eventId, now)),
+    markFailed: (txnId, now) => turn(() => rows.markFailed(txnId, now)),
+    prune: (before) => turn(() => rows.prune(before)),
+    close: () => db.close(),
+  }
 }
 
 interface Raw {

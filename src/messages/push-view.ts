@@ -26,7 +26,14 @@ export interface PushView {
   message: string
 }
 
-export type PushViewLookup = (userId: string, eventId: string, roomId: string | undefined, log: Logger) => Promise<PushView | undefined>
+/** `fields` name the request and device in the lines it logs (the notify path has no child logger). */
+export type PushViewLookup = (
+  userId: string,
+  eventId: string,
+  roomId: string | undefined,
+  log: Logger,
+  fields?: Record<string, unknown>,
+) => Promise<PushView | undefined>
 
 /** How long a push waits for Synapse to hand over an event the index does not have yet. */
 export const RACE_FILL_TIMEOUT_MS = 2_000
@@ -38,7 +45,7 @@ export function createPushView(deps: {
   now: () => number
   context: () => Omit<IngestContext, 'now'>
 }): PushViewLookup {
-  return async (userId, eventId, roomId, log) => {
+  return async (userId, eventId, roomId, log, fields) => {
     let message = await deps.index.message(eventId)
     if (message === undefined && roomId !== undefined && deps.matrix) {
       try {
@@ -48,10 +55,10 @@ export function createPushView(deps: {
           const ctx = { ...deps.context(), now: deps.now(), fillFor: userId }
           await deps.index.write((tx) => ingestEvent(tx, parsed.event, ctx, 'fill'))
           message = await deps.index.message(eventId)
-          log.debug({ event_id: eventId, indexed: message !== undefined }, 'event fetched from the homeserver before its transaction')
+          log.debug({ ...fields, event_id: eventId, indexed: message !== undefined }, 'event fetched from the homeserver before its transaction')
         }
       } catch (e) {
-        log.warn({ event_id: eventId, err: (e as Error).message }, 'could not fetch the event from the homeserver; push sent as it is')
+        log.warn({ ...fields, event_id: eventId, err: (e as Error).message }, 'could not fetch the event from the homeserver; push sent as it is')
       }
     }
     if (message === undefined || message.redacted) return undefined

@@ -10,8 +10,8 @@ import { createHmac, randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { resolveAddress, type AddressBook } from '../addresses.ts'
 import { AppError, badGateway, badRequest, forbidden, rateLimited, unavailable } from '../errors.ts'
-import { createFailureLimiter } from '../matrix/auth.ts'
 import { MatrixError, type MatrixClient } from '../matrix/client.ts'
+import { slidingWindow } from '../sliding-window.ts'
 import type { ClientEvent } from '../matrix/event.ts'
 import { TimeoutError, withTimeout } from '../timeout.ts'
 import { authenticateMessaging, type MessagingAuthDeps } from './authenticate.ts'
@@ -67,7 +67,8 @@ export function createSendService(deps: SendDeps) {
   const { matrix } = deps
   const budgetMs = deps.budgetMs ?? SEND_BUDGET_MS
   const retryDelays = deps.retryDelaysMs ?? [250, 500, 1000, 2000, 3000]
-  const limiter = createFailureLimiter(deps.perMinute ?? SEND_PER_MINUTE, deps.now)
+  const perMinute = deps.perMinute ?? SEND_PER_MINUTE
+  const recentSends = slidingWindow(deps.now, perMinute + 1)
   const directChats = createDirectChats({ matrix, index: deps.index, serverName: deps.book.serverName })
   const inflight = new Map<string, Promise<string>>()
   let prunedAt = 0
@@ -191,13 +192,12 @@ export function createSendService(deps: SendDeps) {
       return earlier.eventId
     }
     const target = await resolveTarget(userId, to)
-    const blocked = limiter.blockedFor(userId)
+    const blocked = recentSends.count(userId) >= perMinute ? recentSends.retryAfter(userId, perMinute) : undefined
     if (blocked !== undefined) {
       log.warn({ user_id: userId, retry_after_s: blocked }, 'too many messages from this account')
-      throw rateLimited(`At most ${deps.perMinute ?? SEND_PER_MINUTE} messages a minute`, blocked)
+      throw rateLimited(`At most ${perMinute} messages a minute`, blocked)
     }
-    // The limiter counts sends here (it was written for failed logins: same sliding minute).
-    limiter.fail(userId)
+    recentSends.add(userId)
 
     // A pending or failed row of the same message (its answer was lost, or it ran out of time)
     // is sent again with its own transaction id and room: Synapse answers with the first event.

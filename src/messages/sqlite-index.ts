@@ -283,6 +283,7 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
   }
 
   return {
+    inTurn: serial,
     write<T>(fn: (tx: IndexTx) => Promise<T>): Promise<T> {
       return serial(async () => {
         q.begin.run()

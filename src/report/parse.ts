@@ -1,7 +1,8 @@
 /**
  * The Push Token Reporter's body. Its field names and content type come from a provisioning
  * template the operator wrote, so both JSON and form encoding are read, every known spelling of a
- * field is accepted, values are trimmed, and an empty value means "not given". Pure.
+ * field is accepted, values are trimmed (passwords excepted), and an empty value means "not given".
+ * Every field is checked against what Synapse and the store accept: 400 naming the field. Pure.
  */
 import { t } from 'elysia'
 import { badRequest, notJson } from '../errors.ts'
@@ -59,27 +60,62 @@ export function parseReportBody(contentType: string | null, text: string): Recor
   return fields
 }
 
-const value = (v: string | null | undefined) => {
-  const trimmed = v?.trim()
-  return trimmed ? trimmed : undefined
+const CONTROL = /\p{Cc}/u
+/** The selector "uniquely identifies the account" (FIELD-GUIDE §1): 40 hex, ':', 8 hex in practice. */
+const SELECTOR = /^[\x20-\x7e]{1,128}$/
+/** Synapse's limits on pushers/set (FIELD-GUIDE §2); the app is told here, where it can be. */
+const MAX_PUSHKEY_BYTES = 512
+const MAX_APP_ID_CHARS = 64
+const MAX_USERNAME_BYTES = 255
+
+type Field = keyof ReportBody
+
+/** The first non-empty spelling of a field, trimmed, with the name it was sent under. */
+function pick(body: ReportBody, names: readonly Field[]): { name: Field; value: string } | undefined {
+  for (const name of names) {
+    const trimmed = body[name]?.trim()
+    if (trimmed) return { name, value: trimmed }
+  }
+  return undefined
+}
+
+function refuseControl(name: string, value: string) {
+  if (CONTROL.test(value)) throw badRequest(`${name} contains a control character`)
 }
 
 export function normalizeReport(body: ReportBody): Report {
-  const selector = value(body.selector)
+  const selector = pick(body, ['selector'])
   if (selector === undefined) throw badRequest('selector is missing or empty')
-  const report: Report = {
-    selector,
-    tokenMsgs: value(body.token_msgs),
-    appIdMsgs: value(body.app_id_msgs) ?? value(body.appId_msgs) ?? value(body.appid_msgs),
-    tokenCalls: value(body.token_calls),
-    appIdCalls: value(body.app_id_calls) ?? value(body.appId_calls) ?? value(body.appid_calls),
-    username: value(body.username),
-    password: value(body.password),
+  refuseControl('selector', selector.value)
+  if (!SELECTOR.test(selector.value)) throw badRequest('selector must be printable ASCII, at most 128 characters')
+
+  const tokenMsgs = pick(body, ['token_msgs'])
+  const appIdMsgs = pick(body, ['app_id_msgs', 'appId_msgs', 'appid_msgs'])
+  const tokenCalls = pick(body, ['token_calls'])
+  const appIdCalls = pick(body, ['app_id_calls', 'appId_calls', 'appid_calls'])
+  const username = pick(body, ['username'])
+  // Never trimmed: a password may really begin or end with a space. Empty means not given.
+  const password = body.password ? { name: 'password' as const, value: body.password } : undefined
+
+  for (const field of [tokenMsgs, appIdMsgs, tokenCalls, appIdCalls, username, password]) {
+    if (field !== undefined) refuseControl(field.name, field.value)
   }
-  if (report.tokenMsgs !== undefined && report.appIdMsgs === undefined) throw badRequest('token_msgs is given without app_id_msgs')
-  if (report.tokenCalls !== undefined && report.appIdCalls === undefined) throw badRequest('token_calls is given without app_id_calls')
-  // Synapse refuses longer values in pushers/set; refuse them here, where the app can be told.
-  if (report.tokenMsgs !== undefined && Buffer.byteLength(report.tokenMsgs) > 512) throw badRequest('token_msgs is longer than 512 bytes')
-  if (report.appIdMsgs !== undefined && report.appIdMsgs.length > 64) throw badRequest('app_id_msgs is longer than 64 characters')
-  return report
+  for (const token of [tokenMsgs, tokenCalls]) {
+    if (token !== undefined && Buffer.byteLength(token.value) > MAX_PUSHKEY_BYTES) throw badRequest(`${token.name} is longer than ${MAX_PUSHKEY_BYTES} bytes`)
+  }
+  for (const appId of [appIdMsgs, appIdCalls]) {
+    if (appId !== undefined && appId.value.length > MAX_APP_ID_CHARS) throw badRequest(`${appId.name} is longer than ${MAX_APP_ID_CHARS} characters`)
+  }
+  if (username !== undefined && Buffer.byteLength(username.value) > MAX_USERNAME_BYTES) throw badRequest(`username is longer than ${MAX_USERNAME_BYTES} bytes`)
+  if (tokenMsgs !== undefined && appIdMsgs === undefined) throw badRequest('token_msgs is given without app_id_msgs')
+  if (tokenCalls !== undefined && appIdCalls === undefined) throw badRequest('token_calls is given without app_id_calls')
+  return {
+    selector: selector.value,
+    tokenMsgs: tokenMsgs?.value,
+    appIdMsgs: appIdMsgs?.value,
+    tokenCalls: tokenCalls?.value,
+    appIdCalls: appIdCalls?.value,
+    username: username?.value,
+    password: password?.value,
+  }
 }

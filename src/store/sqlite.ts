@@ -4,9 +4,9 @@
  */
 import { Database, type Statement } from 'bun:sqlite'
 import { accessSync, closeSync, constants, mkdirSync, openSync, chmodSync, existsSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { basename, dirname } from 'node:path'
 import { migrate } from './migrations.ts'
-import type { PusherJob, PusherOp, PusherPlanner, Registration, RegistrationInput, TokenStore } from './types.ts'
+import type { ChangeGuard, PusherJob, PusherOp, PusherPlanner, Registration, RegistrationInput, SaveOptions, SyncTokenStore, TokenStore } from './types.ts'
 
 interface RegistrationRow {
   selector: string
@@ -66,13 +66,17 @@ function createPrivateFile(path: string) {
   chmodSync(path, 0o600)
 }
 
-function openConnection(path: string, options: { busyTimeoutMs?: number }): TokenStore {
+function openConnection(path: string, options: { busyTimeoutMs?: number }): SyncTokenStore {
   createPrivateFile(path)
   const db = new Database(path, { create: true, strict: true })
   db.run(`PRAGMA busy_timeout = ${options.busyTimeoutMs ?? 5000}`)
   db.run('PRAGMA journal_mode = WAL')
   db.run('PRAGMA synchronous = NORMAL')
   db.run('PRAGMA foreign_keys = ON')
+  // 16 MiB of page cache instead of 2: the index pages every pushkey lookup walks stay in memory
+  // with a million tokens (the lookup grew to 10-14 µs there with the default). Only pages read
+  // are held, so a small database costs no more.
+  db.run('PRAGMA cache_size = -16384')
   migrate(db)
 
   const q = {
@@ -88,10 +92,13 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
     delete: db.prepare<null, [string]>('DELETE FROM registrations WHERE selector = ?'),
     list: db.prepare<RegistrationRow, []>('SELECT * FROM registrations ORDER BY selector'),
     count: db.prepare<{ n: number }, []>('SELECT count(*) AS n FROM registrations'),
-    // Usually one row. No ORDER BY: its sorter tripled the cost of the lookup every notification
-    // makes; findByPushkey picks the newest row itself.
+    countOfUser: db.prepare<{ n: number }, [string]>('SELECT count(*) AS n FROM registrations WHERE matrix_user_id = ?'),
+    oldestOfUser: db.prepare<RegistrationRow, [string, string, number]>(
+      'SELECT * FROM registrations WHERE matrix_user_id = ? AND selector <> ? ORDER BY updated_at, selector LIMIT ?',
+    ),
+    // The newest row, the first of its index entries (migration 3): no sort, one row read.
     byPushkey: db.prepare<RegistrationRow, [string, string]>(
-      'SELECT * FROM registrations WHERE token_msgs = ? AND app_id_msgs = ?',
+      'SELECT * FROM registrations WHERE token_msgs = ? AND app_id_msgs = ? ORDER BY updated_at DESC LIMIT 1',
     ),
     forget: db.prepare<null, [number, string, string]>(
       'UPDATE registrations SET token_msgs = NULL, app_id_msgs = NULL, updated_at = ? WHERE token_msgs = ? AND app_id_msgs = ?',
@@ -141,8 +148,9 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
     return row ? toRegistration(row) : undefined
   }
 
-  const save = db.transaction((input: RegistrationInput, now: number, plan: PusherPlanner) => {
+  const save = db.transaction((input: RegistrationInput, now: number, plan: PusherPlanner, options: SaveOptions) => {
     const previous = get(input.selector)
+    if (previous && options.guard && !options.guard(previous)) return { previous, jobs: [], refused: true, evicted: [] }
     q.upsert.run({
       selector: input.selector,
       username: input.username ?? null,
@@ -154,26 +162,37 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
       now,
     })
     const next = get(input.selector)!
-    return { previous, jobs: queue(input.selector, plan(previous, next), now) }
+    const jobs = queue(input.selector, plan(previous, next), now)
+    const evicted: Registration[] = []
+    if (options.maxPerUser !== undefined) {
+      const excess = q.countOfUser.get(input.matrixUserId)!.n - options.maxPerUser
+      if (excess > 0) {
+        for (const row of q.oldestOfUser.all(input.matrixUserId, input.selector, excess).map(toRegistration)) {
+          q.delete.run(row.selector)
+          jobs.push(...queue(row.selector, plan(row, undefined), now))
+          evicted.push(row)
+        }
+      }
+    }
+    return { previous, jobs, refused: false, evicted }
   })
 
-  const remove = db.transaction((selector: string, now: number, plan: PusherPlanner) => {
+  const remove = db.transaction((selector: string, now: number, plan: PusherPlanner, guard?: ChangeGuard) => {
     const previous = get(selector)
+    if (previous && guard && !guard(previous)) return { previous, jobs: [], refused: true, evicted: [] }
     if (previous) q.delete.run(selector)
-    return { previous, jobs: queue(selector, plan(previous, undefined), now) }
+    return { previous, jobs: queue(selector, plan(previous, undefined), now), refused: false, evicted: [] }
   })
 
 
   return {
-    saveRegistration: (input, now, plan) => save.immediate(input, now, plan),
-    removeRegistration: (selector, now, plan) => remove.immediate(selector, now, plan),
+    saveRegistration: (input, now, plan, options = {}) => save.immediate(input, now, plan, options),
+    removeRegistration: (selector, now, plan, guard) => remove.immediate(selector, now, plan, guard),
     getRegistration: get,
     listRegistrations: () => q.list.all().map(toRegistration),
     countRegistrations: () => q.count.get()!.n,
     findByPushkey: (appId, pushkey) => {
-      // The most recently updated; between equals the first in index order, as LIMIT 1 gave.
-      let row: RegistrationRow | undefined
-      for (const r of q.byPushkey.all(pushkey, appId)) if (row === undefined || r.updated_at > row.updated_at) row = r
+      const row = q.byPushkey.get(pushkey, appId)
       return row ? toRegistration(row) : undefined
     },
     forgetPushkey: (appId, pushkey, now) => q.forget.run(now, pushkey, appId).changes,
@@ -202,6 +221,23 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
 
 /** SQLite's (extended) result code of an error thrown by bun:sqlite, or '' for any other error. */
 const sqliteCode = (e: unknown) => String((e as { code?: unknown } | undefined)?.code ?? '')
+
+/**
+ * What keeps the database from being used, in the operator's terms. SQLite says "attempt to write
+ * a readonly database" both for a read-only file and for a read-only folder; only the second is
+ * fixed on the folder: in WAL mode SQLite creates `<file>-wal` and `<file>-shm` beside the file.
+ */
+export function describeDatabaseError(path: string, e: unknown): string {
+  const message = e instanceof Error ? e.message : String(e)
+  const code = sqliteCode(e)
+  if (path === ':memory:' || !(/^SQLITE_READONLY/.test(code) || /readonly database/.test(message))) return message
+  const dir = dirname(path)
+  if (code === 'SQLITE_READONLY_DIRECTORY' || !isWritable(dir)) {
+    return `${message}: the folder ${dir} must be writable by this user too, for SQLite's WAL files (${basename(path)}-wal and -shm) beside the database`
+  }
+  if (!isWritable(path)) return `${message}: the file ${path} is read-only for this user`
+  return message
+}
 
 /** Another connection holds the lock: the write may succeed if tried again shortly. */
 export const isBusyError = (e: unknown) => sqliteCode(e).startsWith('SQLITE_BUSY')
@@ -244,37 +280,43 @@ export function openSqliteStore(path: string, options: { busyTimeoutMs?: number 
     broken = readOnlyFile()
   }
 
-  function guarded<A extends unknown[], R>(operation: (store: TokenStore) => (...args: A) => R) {
-    return (...args: A): R => {
-      // While the file itself stays read-only, a new connection would be read-only again: keep
-      // serving reads from this one and reopen once the file can be written.
-      if (broken && !closed && !readOnlyFile()) reopen()
+  /**
+   * The connection's operation, answered as a settled promise: a failure rejects (never throws
+   * at the call), as it would on a networked engine. One promise per call, nothing more: the
+   * notify path looks a pushkey up through here on every notification.
+   */
+  function guarded<K extends keyof SyncTokenStore>(name: K): TokenStore[K] {
+    const call = (...args: unknown[]) => {
       try {
-        return operation(current)(...args)
+        // While the file itself stays read-only, a new connection would be read-only again: keep
+        // serving reads from this one and reopen once the file can be written.
+        if (broken && !closed && !readOnlyFile()) reopen()
+        return Promise.resolve((current[name] as (...a: unknown[]) => unknown)(...args))
       } catch (e) {
         if (REOPEN_AFTER.test(sqliteCode(e))) broken = true
-        throw e
+        return Promise.reject(e)
       }
     }
+    return call as unknown as TokenStore[K]
   }
 
   return {
-    saveRegistration: guarded((s) => s.saveRegistration),
-    removeRegistration: guarded((s) => s.removeRegistration),
-    getRegistration: guarded((s) => s.getRegistration),
-    listRegistrations: guarded((s) => s.listRegistrations),
-    countRegistrations: guarded((s) => s.countRegistrations),
-    findByPushkey: guarded((s) => s.findByPushkey),
-    forgetPushkey: guarded((s) => s.forgetPushkey),
-    dueSelectors: guarded((s) => s.dueSelectors),
-    claimNextJob: guarded((s) => s.claimNextJob),
-    completeJob: guarded((s) => s.completeJob),
-    rescheduleJob: guarded((s) => s.rescheduleJob),
-    nextJobDue: guarded((s) => s.nextJobDue),
-    pendingJobs: guarded((s) => s.pendingJobs),
-    countPendingJobs: guarded((s) => s.countPendingJobs),
-    probeWritable: guarded((s) => s.probeWritable),
-    close: () => {
+    saveRegistration: guarded('saveRegistration'),
+    removeRegistration: guarded('removeRegistration'),
+    getRegistration: guarded('getRegistration'),
+    listRegistrations: guarded('listRegistrations'),
+    countRegistrations: guarded('countRegistrations'),
+    findByPushkey: guarded('findByPushkey'),
+    forgetPushkey: guarded('forgetPushkey'),
+    dueSelectors: guarded('dueSelectors'),
+    claimNextJob: guarded('claimNextJob'),
+    completeJob: guarded('completeJob'),
+    rescheduleJob: guarded('rescheduleJob'),
+    nextJobDue: guarded('nextJobDue'),
+    pendingJobs: guarded('pendingJobs'),
+    countPendingJobs: guarded('countPendingJobs'),
+    probeWritable: guarded('probeWritable'),
+    close: async () => {
       closed = true
       current.close()
     },

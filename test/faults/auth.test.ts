@@ -29,7 +29,7 @@ const attempt = (username: string, password: string, headers: Record<string, str
 const logins = () => h!.synapse.calls('/_matrix/client/v3/login').length
 
 describe('AUTH_MODE=matrix: failed attempts', () => {
-  test('per username: the 6th attempt in a minute gets 429 with Retry-After, even with the right password', async () => {
+  test('per username and address: the 6th attempt in a minute gets 429 with Retry-After, even with the right password', async () => {
     await listening()
     for (let i = 0; i < 5; i++) {
       const res = await attempt('alice', `guess-${i}`, {}, i)
@@ -43,37 +43,51 @@ describe('AUTH_MODE=matrix: failed attempts', () => {
     expect(limited.json.error).toMatch(/Too many failed attempts/)
     // The guesses past the limit never reach the homeserver; nothing was stored.
     expect(logins()).toBe(5)
-    expect(h!.store.listRegistrations()).toHaveLength(0)
-    // Another user from another address is not affected... but this is the same address, so
-    // the address bucket (5 failures) is also full:
-    expect((await attempt('bob', 'bob-password')).status).toBe(429)
+    expect(await h!.store.listRegistrations()).toHaveLength(0)
+    // Another user behind the same address is not affected.
+    expect((await attempt('bob', 'bob-password')).status).toBe(200)
   })
 
-  test('per client address: five usernames guessed from one address block the sixth', async () => {
+  test('six users behind one address with one typo each: none is locked out', async () => {
+    await listening({ synapse: { users: Object.fromEntries(Array.from({ length: 6 }, (_, i) => [`user${i}`, `pw-${i}`])) } })
+    for (let i = 0; i < 6; i++) expect((await attempt(`user${i}`, 'typo', {}, i)).status).toBe(401)
+    for (let i = 0; i < 6; i++) expect((await attempt(`user${i}`, `pw-${i}`, {}, i)).status).toBe(200)
+  })
+
+  test('@alice:<server name>, alice and ALICE are one user for the limit', async () => {
     await listening()
-    for (let i = 0; i < 5; i++) expect((await attempt(`user${i}`, 'wrong', {}, i)).status).toBe(401)
-    expect((await attempt('alice', 'alice-password')).status).toBe(429)
+    for (const name of ['alice', '@alice:example.org', 'ALICE', '@Alice:Example.org', 'alice']) expect((await attempt(name, 'wrong')).status).toBe(401)
+    expect((await attempt('@alice:example.org', 'alice-password')).status).toBe(429)
     expect(logins()).toBe(5)
   })
 
   test('X-Forwarded-For from an untrusted peer is ignored: rotating it does not escape the limit', async () => {
     await listening()
     for (let i = 0; i < 5; i++) {
-      expect((await attempt(`user${i}`, 'wrong', { 'x-forwarded-for': `203.0.113.${i + 1}` }, i)).status).toBe(401)
+      expect((await attempt('alice', 'wrong', { 'x-forwarded-for': `203.0.113.${i + 1}` }, i)).status).toBe(401)
     }
-    expect((await attempt('bob', 'wrong', { 'x-forwarded-for': '198.51.100.7' })).status).toBe(429)
+    expect((await attempt('alice', 'wrong', { 'x-forwarded-for': '198.51.100.7' })).status).toBe(429)
   })
 
-  test('TRUST_PROXY names the proxy: each forwarded client has its own bucket', async () => {
+  test('X-Forwarded-For from a loopback peer without TRUST_PROXY: one warning, not one per request', async () => {
+    await listening()
+    for (let i = 0; i < 3; i++) await attempt('alice', 'alice-password', { 'x-forwarded-for': '203.0.113.1' })
+    const warnings = h!.logs.parsed().filter((l) => l.level === 'warn' && /TRUST_PROXY is not set/.test(l.msg))
+    expect(warnings).toHaveLength(1)
+    expect(warnings[0]!.peer).toBe('127.0.0.1')
+  })
+
+  test('TRUST_PROXY names the proxy: each forwarded client has its own bucket, and no warning', async () => {
     await listening({ env: { TRUST_PROXY: '127.0.0.1' } })
     for (let i = 0; i < 5; i++) {
-      expect((await attempt(`user${i}`, 'wrong', { 'x-forwarded-for': '203.0.113.9' }, i)).status).toBe(401)
+      expect((await attempt('alice', 'wrong', { 'x-forwarded-for': '203.0.113.9' }, i)).status).toBe(401)
     }
-    expect((await attempt('user9', 'wrong', { 'x-forwarded-for': '203.0.113.9' })).status).toBe(429)
-    // A different client behind the same proxy is still served.
+    expect((await attempt('alice', 'alice-password', { 'x-forwarded-for': '203.0.113.9' })).status).toBe(429)
+    // The same user from a different client behind the same proxy is still served.
     const other = await attempt('alice', 'alice-password', { 'x-forwarded-for': '198.51.100.7' })
     expect(other.status).toBe(200)
-    expect(h!.store.getRegistration(selector(1))?.matrixUserId).toBe('@alice:example.org')
+    expect((await h!.store.getRegistration(selector(1)))?.matrixUserId).toBe('@alice:example.org')
+    expect(h!.logs.parsed().filter((l) => /TRUST_PROXY is not set/.test(l.msg ?? ''))).toHaveLength(0)
   })
 
   test('AUTH_FAILURES_PER_MINUTE sets the limit', async () => {

@@ -35,6 +35,9 @@ describe('PNM_MAX_INFLIGHT', () => {
     const settled: Array<{ status: number; headers: Headers; json: any }> = []
     const all = Array.from({ length: 40 }, (_, i) => h!.notify(notification(`$burst${i}`, APP_ID, TOKEN)).then((r) => (settled.push(r), r)))
     await eventually(() => settled.length === 36)
+    // The four admitted requests may still be on their way to the PNM when the refusals settle.
+    await eventually(() => h!.pnm.requests.length >= 4)
+    await Bun.sleep(50)
     expect(h.pnm.requests).toHaveLength(4)
     for (const r of settled) {
       expect(r.status).toBe(503)
@@ -76,6 +79,9 @@ describe('a burst against a PNM that never answers (the executable)', () => {
       PNM_TIMEOUT_MS: '60000',
       AUTH_MODE: 'none',
       MATRIX_SERVER_NAME: 'example.org',
+      // One user reports 100 accounts here, past the default caps on purpose.
+      MAX_DEVICES_PER_USER: '1000',
+      REPORTS_PER_MINUTE: '1000',
     })
     cleanups.push(() => kill(service))
     expect((await post(`${service.url}/api/client/push_token_report`, { selector: SELECTOR, token_msgs: TOKEN, app_id_msgs: APP_ID, username: 'alice' })).status).toBe(200)
@@ -122,8 +128,8 @@ describe('concurrent reports for one account', () => {
       tokens.map((token) => h!.report({ selector: SELECTOR, token_msgs: token, app_id_msgs: APP_ID, username: 'alice', password: 'alice-password' })),
     )
     expect(results.map((r) => r.status)).toEqual(tokens.map(() => 200))
-    await eventually(() => h!.store.pendingJobs().length === 0, 5000)
-    const rows = h.store.listRegistrations()
+    await eventually(async () => (await h!.store.pendingJobs()).length === 0, 5000)
+    const rows = await h.store.listRegistrations()
     expect(rows).toHaveLength(1)
     const pushers = h.synapse.pushers()
     expect(pushers).toHaveLength(1)
@@ -142,6 +148,9 @@ describe('two processes on one SQLite file (the executable)', () => {
       PNM_URL: pnm.url,
       AUTH_MODE: 'none',
       MATRIX_SERVER_NAME: 'example.org',
+      // One user reports 100 accounts here, past the default caps on purpose.
+      MAX_DEVICES_PER_USER: '1000',
+      REPORTS_PER_MINUTE: '1000',
     }
     const a = await spawnService(env)
     cleanups.push(() => kill(a))

@@ -19,6 +19,8 @@ afterEach(async () => {
 
 const PASSWORD = 'correct-horse-battery-staple-41'
 const WRONG_PASSWORD = 'wrong-guess-password-7319'
+/** Ends in a space, which is part of it: passwords are never trimmed. */
+const BOB_PASSWORD = 'bob-password-xyz-5521 '
 const AS_TOKEN = 'as_token_5f0c8e2b9d7a4c1e8f3b6a2d'
 const TOKEN_MSGS = 'fcm:APA91bHPRgkF3JUikC4ENAHEeMrd41Zxv3hVZjC9KtT8OvPVGJ-hQMRKRrZuJAEcl7B338qju59zJMjw2DELjzEvxwYv7hH5Ynpc1ODQ0aT4U4OFEeco8ohsN5PjL1iC2dNtk2BAokeMCg2ZXKqpc8FXKmhX94kIxQ'
 const TOKEN_MSGS_2 = 'fcm:APA91bNEXTtokenNEXTtokenNEXTtoken0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH'
@@ -28,7 +30,7 @@ const SECOND_SELECTOR = 'BBBB0E6E553673C54F29105A0647204C416A2A00:7C3A0D16'
 describe('logs at DEBUG across the whole flow', () => {
   test('contain no password, no appservice token, no session token and no full push token', async () => {
     h = await startHarness({
-      synapse: { asToken: AS_TOKEN, users: { alice: PASSWORD, bob: 'bob-password-xyz' } },
+      synapse: { asToken: AS_TOKEN, users: { alice: PASSWORD, bob: BOB_PASSWORD } },
       env: { LOGLEVEL: 'DEBUG' },
     })
     expect(h.config.logLevel).toBe('debug')
@@ -39,8 +41,8 @@ describe('logs at DEBUG across the whole flow', () => {
     expect((await h.report({ ...full, password: WRONG_PASSWORD })).status).toBe(401)
     expect((await h.report(full)).status).toBe(200)
     await eventually(() => h!.synapse.pushers().length === 1)
-    // A form-encoded report too, with a trailing space in the password field.
-    const form = new URLSearchParams({ ...full, selector: SECOND_SELECTOR, password: `${PASSWORD} ` }).toString()
+    // A form-encoded report too, with a password that ends in a space.
+    const form = new URLSearchParams({ ...full, selector: SECOND_SELECTOR, username: 'bob', password: BOB_PASSWORD }).toString()
     expect((await h.request('POST', '/api/client/push_token_report', form, { 'content-type': 'application/x-www-form-urlencoded' })).status).toBe(200)
     // A body that fails validation while carrying the secrets.
     expect((await h.report({ ...full, selector: '' })).status).toBe(400)
@@ -64,14 +66,14 @@ describe('logs at DEBUG across the whole flow', () => {
     await eventually(() => h!.logs.parsed().some((l) => l.msg === 'pusher set failed; will retry'))
     h.synapse.override(undefined)
     expect((await h.request('POST', '/api/client/account_removal_report', full)).status).toBe(200)
-    await eventually(() => h!.store.pendingJobs().length === 0, 5000)
+    await eventually(async () => (await h!.store.pendingJobs()).length === 0, 5000)
 
     const text = h.logs.lines.join('\n')
     expect(h.logs.lines.length).toBeGreaterThan(20)
     expect(h.logs.parsed().some((l) => l.level === 'debug')).toBe(true)
     const sessions = h.synapse.calls('/_matrix/client/v3/logout').map((c) => c.authorization!.replace('Bearer ', ''))
     expect(sessions.length).toBeGreaterThan(0)
-    for (const secret of [PASSWORD, WRONG_PASSWORD, AS_TOKEN, TOKEN_MSGS, TOKEN_MSGS_2, TOKEN_CALLS, 'alice-password', ...sessions]) {
+    for (const secret of [PASSWORD, WRONG_PASSWORD, BOB_PASSWORD, AS_TOKEN, TOKEN_MSGS, TOKEN_MSGS_2, TOKEN_CALLS, 'alice-password', ...sessions]) {
       expect(text).not.toContain(secret)
       // Not even a long piece of it.
       expect(text).not.toContain(secret.slice(0, 24))
@@ -119,16 +121,16 @@ describe('secret comparisons', () => {
 })
 
 describe('file modes', () => {
-  test('the database, its WAL and shared-memory files are 0600 in a 0700 folder, whatever the umask', () => {
+  test('the database, its WAL and shared-memory files are 0600 in a 0700 folder, whatever the umask', async () => {
     const previous = process.umask(0o022)
     const root = tempDir()
     try {
       const dir = join(root, 'state', 'nested')
       const path = join(dir, 'push_tokens.db')
       const store = openSqliteStore(path)
-      store.saveRegistration({ selector: SELECTOR, matrixUserId: '@alice:example.org', tokenMsgs: TOKEN_MSGS, appIdMsgs: APP_ID }, 1, () => [])
+      await store.saveRegistration({ selector: SELECTOR, matrixUserId: '@alice:example.org', tokenMsgs: TOKEN_MSGS, appIdMsgs: APP_ID }, 1, () => [])
       const modes = Object.fromEntries(readdirSync(dir).map((f) => [f, (statSync(join(dir, f)).mode & 0o777).toString(8)]))
-      store.close()
+      await store.close()
       expect(modes).toEqual({ 'push_tokens.db': '600', 'push_tokens.db-wal': '600', 'push_tokens.db-shm': '600' })
       expect((statSync(dir).mode & 0o777).toString(8)).toBe('700')
     } finally {

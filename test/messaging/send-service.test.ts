@@ -62,7 +62,7 @@ afterAll(() => db?.close())
 
 function service(over: Partial<SendDeps> & { timeoutMs?: number } = {}) {
   const matrix = createMatrixClient({ homeserverUrl: synapse.url, asToken: synapse.asToken, timeoutMs: over.timeoutMs ?? 5000 })
-  const verifier = createPasswordVerifier({ matrix, log, metrics: createMetrics(), now: Date.now, failuresPerMinute: 100 })
+  const verifier = createPasswordVerifier({ matrix, log, metrics: createMetrics(), now: Date.now, serverName: 'example.org', limits: { failuresPerPair: 100, failuresPerUser: 100, checksPerAddress: 1000, maxInflight: 100 } })
   const enrolledByService: string[] = []
   const s = createSendService({
     matrix,
