@@ -11,9 +11,10 @@ import { runPushersSync } from './cli/pushers.ts'
 import { runRegistration } from './cli/registration.ts'
 import { runTokensDelete, runTokensList, runTokensShow } from './cli/tokens.ts'
 import pkg from '../package.json' with { type: 'json' }
-import { compose, type Service } from './compose.ts'
+import { compose, SERVICE_BUSY_TIMEOUT_MS, type Service } from './compose.ts'
 import { ENV_DOC, loadConfig, MEMORY_DB, missingFor, readTlsFiles, type Config } from './config.ts'
-import { describeDatabaseError } from './store/sqlite.ts'
+import { describeStoreError, openStore, storeName } from './store/open.ts'
+import type { TokenStore } from './store/types.ts'
 import { readFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import { errorBody, metricsResponse } from './app.ts'
@@ -80,12 +81,12 @@ async function announce(service: Service, config: Config) {
   } else if (config.mappingFile !== undefined) {
     log.info('MAPPING_FILE is ignored with AUTH_MODE=matrix: the homeserver names the user')
   }
-  if (config.dbPath === MEMORY_DB) log.warn('PUSH_TOKEN_DB_PATH is :memory: the tokens are kept in memory only and lost when the process stops')
+  if (config.databaseUrl === undefined && config.dbPath === MEMORY_DB) log.warn('PUSH_TOKEN_DB_PATH is :memory: the tokens are kept in memory only and lost when the process stops')
   try {
     await service.store.probeWritable()
   } catch (e) {
     log.warn(
-      { database: config.dbPath, err: describeDatabaseError(config.dbPath, e) },
+      { database: storeName(config), err: describeStoreError(config, e) },
       'the database does not accept writes: token reports and /ready answer 503 until it does; notifications are still delivered',
     )
   }
@@ -107,14 +108,15 @@ const readText = (path: string) => readFileSync(path, 'utf8')
 export async function serve(config: Config): Promise<void> {
   // Everything this process creates (the database, its journal) is readable by its owner only.
   process.umask(0o077)
-  let service: Service
+  let store: TokenStore
   try {
-    service = compose(config, { defaultMetrics: true })
+    store = await openStore(config, { busyTimeoutMs: SERVICE_BUSY_TIMEOUT_MS })
   } catch (e) {
-    console.error(`matrix2acrobits: cannot open the database ${config.dbPath}: ${describeDatabaseError(config.dbPath, e)}`)
+    console.error(`matrix2acrobits: cannot open the database ${storeName(config)}: ${describeStoreError(config, e)}`)
     process.exit(1)
   }
-  const { app, log, worker, store } = service
+  const service = compose(config, { defaultMetrics: true, store })
+  const { app, log, worker } = service
   await announce(service, config)
 
   // idleTimeout covers the longest answer the proxy gives (the notify deadline), in seconds.
@@ -223,7 +225,7 @@ export async function serve(config: Config): Promise<void> {
       address: `${app.server!.hostname}:${app.server!.port}`,
       port: app.server!.port,
       tls: config.tls !== undefined,
-      database: config.dbPath,
+      database: storeName(config),
     },
     'matrix2acrobits listening',
   )
