@@ -5,8 +5,10 @@
 import type { DestinationStream } from 'pino'
 import { createApp } from './app.ts'
 import type { Config } from './config.ts'
-import { createDedupe } from './gateway/dedupe.ts'
-import { createNotifyHandler } from './gateway/notify.ts'
+import { createDedupe, inProcessFilter, type DuplicateFilter } from './gateway/dedupe.ts'
+import type { SQL } from 'bun'
+import { createSharedDuplicateFilter } from './gateway/dedupe-shared.ts'
+import { createNotifyHandler, NOTIFY_DEADLINE_MS } from './gateway/notify.ts'
 import { createLogger } from './log.ts'
 import { createPasswordVerifier } from './matrix/auth.ts'
 import { createMatrixClient, type FetchFn } from './matrix/client.ts'
@@ -22,6 +24,10 @@ export interface ComposeOptions {
   now?: () => number
   logDestination?: DestinationStream
   store?: TokenStore
+  /** The duplicate filter; default: shared through `postgres` when given, else one in this process. */
+  dedupe?: DuplicateFilter
+  /** The PostgreSQL pool of the store: what the instances share beyond the store goes through it too. */
+  postgres?: SQL
   pusherRetryBaseMs?: number
   pusherRetryMaxMs?: number
   pnmRetryDelaysMs?: readonly number[]
@@ -79,7 +85,11 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     config,
     store,
     pnm,
-    dedupe: createDedupe({ now }),
+    dedupe:
+      options.dedupe ??
+      (options.postgres
+        ? createSharedDuplicateFilter(options.postgres, { now, sendingMs: (options.notifyDeadlineMs ?? NOTIFY_DEADLINE_MS) + 5_000 })
+        : inProcessFilter(createDedupe({ now }))),
     log,
     metrics,
     now,

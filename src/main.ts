@@ -13,8 +13,7 @@ import { runTokensDelete, runTokensList, runTokensShow } from './cli/tokens.ts'
 import pkg from '../package.json' with { type: 'json' }
 import { compose, SERVICE_BUSY_TIMEOUT_MS, type Service } from './compose.ts'
 import { ENV_DOC, loadConfig, MEMORY_DB, missingFor, readTlsFiles, type Config } from './config.ts'
-import { describeStoreError, openStore, storeName } from './store/open.ts'
-import type { TokenStore } from './store/types.ts'
+import { describeStoreError, openDatabase, storeName } from './store/open.ts'
 import { readFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import { errorBody, metricsResponse } from './app.ts'
@@ -108,14 +107,15 @@ const readText = (path: string) => readFileSync(path, 'utf8')
 export async function serve(config: Config): Promise<void> {
   // Everything this process creates (the database, its journal) is readable by its owner only.
   process.umask(0o077)
-  let store: TokenStore
+  let database: Awaited<ReturnType<typeof openDatabase>>
   try {
-    store = await openStore(config, { busyTimeoutMs: SERVICE_BUSY_TIMEOUT_MS })
+    database = await openDatabase(config, { busyTimeoutMs: SERVICE_BUSY_TIMEOUT_MS })
   } catch (e) {
     console.error(`matrix2acrobits: cannot open the database ${storeName(config)}: ${describeStoreError(config, e)}`)
     process.exit(1)
   }
-  const service = compose(config, { defaultMetrics: true, store })
+  const { store } = database
+  const service = compose(config, { defaultMetrics: true, store, postgres: database.postgres })
   const { app, log, worker } = service
   await announce(service, config)
 

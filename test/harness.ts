@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { compose, type ComposeOptions } from '../src/compose.ts'
 import { loadConfig } from '../src/config.ts'
-import { openPostgresStore } from '../src/store/postgres.ts'
+import { openPostgres } from '../src/store/postgres.ts'
 import { startFakePnm } from './fakes/pnm.ts'
 import { startFakeSynapse, type FakeSynapseOptions } from './fakes/synapse.ts'
 
@@ -108,9 +108,10 @@ export async function startHarness(options: HarnessOptions = {}) {
   })
   if (!result.ok) throw new Error(result.errors.join('\n'))
   // DATABASE_URL in env: the service on PostgreSQL (tests give it a schema of their own).
-  const store = result.config.databaseUrl === undefined ? undefined : await openPostgresStore(result.config.databaseUrl)
+  const pg = result.config.databaseUrl === undefined ? undefined : await openPostgres(result.config.databaseUrl)
   const service = compose(result.config, {
-    store,
+    store: pg?.store,
+    postgres: pg?.sql,
     logDestination: logs.stream,
     pusherRetryBaseMs: 50,
     pusherRetryMaxMs: 400,

@@ -8,8 +8,35 @@ export interface Dedupe {
   remember(pushkey: string, eventId: string): void
 }
 
+/** How long a delivered (pushkey, event) is remembered. */
+export const DEDUPE_TTL_MS = 60 * 60 * 1000
+
+/**
+ * What the notify handler asks before and after a PNM call. `claim` answers at once (no promise)
+ * when the filter lives in this process, so the SQLite path costs no more than a Map lookup; a
+ * filter shared through PostgreSQL answers with a promise.
+ * - 'claimed': send it; then `delivered`, or `release` when it was not delivered;
+ * - 'duplicate': delivered already, not sent again;
+ * - 'elsewhere': another instance is sending it at this moment (Synapse is asked to retry).
+ */
+export type Claim = 'claimed' | 'duplicate' | 'elsewhere'
+export interface DuplicateFilter {
+  claim(pushkey: string, eventId: string): Claim | Promise<Claim>
+  delivered(pushkey: string, eventId: string): void | Promise<void>
+  release(pushkey: string, eventId: string): void | Promise<void>
+}
+
+/** The in-process filter as a DuplicateFilter: one instance, so nothing is ever sent elsewhere. */
+export function inProcessFilter(dedupe: Dedupe): DuplicateFilter {
+  return {
+    claim: (pushkey, eventId) => (dedupe.seen(pushkey, eventId) ? 'duplicate' : 'claimed'),
+    delivered: (pushkey, eventId) => dedupe.remember(pushkey, eventId),
+    release: () => {},
+  }
+}
+
 export function createDedupe(options: { now: () => number; ttlMs?: number; maxEntries?: number }): Dedupe {
-  const ttl = options.ttlMs ?? 60 * 60 * 1000
+  const ttl = options.ttlMs ?? DEDUPE_TTL_MS
   const max = options.maxEntries ?? 200_000
   // key -> its slot in the queue below, oldest first; a key remembered again moves to a new slot.
   // Not Map iteration order: evicting from the start of a Map walks over every entry deleted before

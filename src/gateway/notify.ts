@@ -10,7 +10,7 @@ import type { PnmClient } from '../pnm/client.ts'
 import { classifyPnmAnswer, type PnmOutcome } from '../pnm/outcome.ts'
 import type { TokenStore } from '../store/types.ts'
 import { tokenHash } from '../secrets.ts'
-import type { Dedupe } from './dedupe.ts'
+import type { DuplicateFilter } from './dedupe.ts'
 import type { Device, Notification } from './schema.ts'
 import { isBadgeOnly, translateNotification } from './translate.ts'
 import type { Metrics } from '../metrics.ts'
@@ -29,12 +29,13 @@ export type DeviceOutcome =
   | 'failed'
   | 'overloaded'
   | 'store_error'
+  | 'sending_elsewhere'
 
 export interface NotifyDeps {
   config: Pick<Config, 'pnmVerb' | 'fallbackText' | 'pnmTimeoutMs'>
   store: TokenStore
   pnm: PnmClient
-  dedupe: Dedupe
+  dedupe: DuplicateFilter
   log: Logger
   metrics: Metrics
   now: () => number
@@ -96,14 +97,45 @@ export function createNotifyHandler(deps: NotifyDeps) {
       return 'badge_only'
     }
     const eventId = n.event_id!
-    if (deps.dedupe.seen(device.pushkey, eventId)) {
+    let claim
+    try {
+      // Taken before the PNM call: a retry reaching another instance meanwhile sends nothing.
+      const pending = deps.dedupe.claim(device.pushkey, eventId)
+      claim = typeof pending === 'string' ? pending : await pending
+    } catch (e) {
+      dlog.error({ err: (e as Error).message }, 'duplicate filter unavailable; asking Synapse to retry')
+      return 'store_error'
+    }
+    if (claim === 'duplicate') {
       dlog.info('event already delivered to this device; not sent again')
       return 'duplicate'
     }
+    if (claim === 'elsewhere') {
+      dlog.info('another instance is sending this event to this device now; asking Synapse to retry')
+      return 'sending_elsewhere'
+    }
+    const outcome = await sendClaimed(n, device, { selector: account.selector, appId: account.appIdMsgs, token: account.tokenMsgs }, deadline, dlog)
+    try {
+      // Awaited only when the filter answers with a promise: the in-process one costs no await.
+      const recorded = outcome === 'delivered' ? deps.dedupe.delivered(device.pushkey, eventId) : deps.dedupe.release(device.pushkey, eventId)
+      if (recorded) await recorded
+    } catch (e) {
+      dlog.error({ err: (e as Error).message }, 'could not record the outcome in the duplicate filter; its claim runs out by itself')
+    }
+    return outcome
+  }
+
+  async function sendClaimed(
+    n: Notification,
+    device: Device,
+    account: { selector: string; appId: string; token: string },
+    deadline: number,
+    dlog: Logger,
+  ): Promise<DeviceOutcome> {
     const request = translateNotification(
       n,
       device,
-      { selector: account.selector, appId: account.appIdMsgs, token: account.tokenMsgs },
+      account,
       { verb: deps.config.pnmVerb, fallbackText: deps.config.fallbackText },
     )
     const outcome = await deliver(request, deadline, dlog)
@@ -113,7 +145,6 @@ export function createNotifyHandler(deps: NotifyDeps) {
     }
     switch (outcome.kind) {
       case 'delivered':
-        deps.dedupe.remember(device.pushkey, eventId)
         dlog.info({ selector: account.selector }, 'delivered to PNM')
         return 'delivered'
       case 'token_invalid':
@@ -153,6 +184,7 @@ export function createNotifyHandler(deps: NotifyDeps) {
     if (outcomes.includes('failed')) failure = badGateway('The push notification service did not accept the notification; retry later')
     else if (outcomes.includes('overloaded')) failure = unavailable('Too many push notifications in flight; retry later', 1)
     else if (outcomes.includes('store_error')) failure = unavailable('Token store unavailable; retry later', 1)
+    else if (outcomes.includes('sending_elsewhere')) failure = unavailable('This notification is being delivered by another instance; retry later', 1)
     if (failure) throw failure
     return { rejected }
   }

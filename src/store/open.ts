@@ -4,13 +4,22 @@
  */
 import type { Config } from '../config.ts'
 import { redactPassword } from '../secrets.ts'
-import { describePostgresError, isPostgresRetryable, openPostgresStore } from './postgres.ts'
+import type { SQL } from 'bun'
+import { describePostgresError, isPostgresRetryable, openPostgres } from './postgres.ts'
 import { describeDatabaseError, isBusyError, openSqliteStore } from './sqlite.ts'
 import type { TokenStore } from './types.ts'
 
 export async function openStore(config: Pick<Config, 'dbPath' | 'databaseUrl'>, sqlite: { busyTimeoutMs?: number } = {}): Promise<TokenStore> {
-  if (config.databaseUrl !== undefined) return openPostgresStore(config.databaseUrl)
-  return openSqliteStore(config.dbPath, sqlite)
+  return (await openDatabase(config, sqlite)).store
+}
+
+/** The store, and on PostgreSQL the pool through which the instances share the rest. */
+export async function openDatabase(config: Pick<Config, 'dbPath' | 'databaseUrl'>, sqlite: { busyTimeoutMs?: number } = {}): Promise<{ store: TokenStore; postgres?: SQL }> {
+  if (config.databaseUrl !== undefined) {
+    const { sql, store } = await openPostgres(config.databaseUrl)
+    return { store, postgres: sql }
+  }
+  return { store: openSqliteStore(config.dbPath, sqlite) }
 }
 
 /** The database as it may be printed: the SQLite path, or the URL without its password. */

@@ -38,7 +38,26 @@ export const PG_MIGRATIONS: readonly string[] = [
    CREATE INDEX pusher_jobs_due ON pusher_jobs (next_attempt_at);
    CREATE INDEX pusher_jobs_selector ON pusher_jobs (selector, id);
    -- One row, written by the readiness probe: a write that proves the database accepts writes.
-   CREATE TABLE probe (id INTEGER PRIMARY KEY, at BIGINT NOT NULL);`,
+   CREATE TABLE probe (id INTEGER PRIMARY KEY, at BIGINT NOT NULL);
+   -- The duplicate filter every instance shares: one claim per (pushkey, event), taken before the
+   -- PNM call ('sending'), kept an hour once delivered.
+   CREATE TABLE notify_claims (
+     pushkey    TEXT NOT NULL,
+     event_id   TEXT NOT NULL,
+     state      TEXT NOT NULL CHECK (state IN ('sending', 'delivered')),
+     expires_at BIGINT NOT NULL,
+     PRIMARY KEY (pushkey, event_id)
+   );
+   CREATE INDEX notify_claims_expiry ON notify_claims (expires_at);
+   -- Password checks, shared by every instance: a row per check under way or failed, keyed by a
+   -- hash of the username (and of the username with the client's address group).
+   CREATE TABLE auth_attempts (
+     id     BIGSERIAL PRIMARY KEY,
+     key    TEXT NOT NULL,
+     at     BIGINT NOT NULL,
+     failed BOOLEAN NOT NULL DEFAULT false
+   );
+   CREATE INDEX auth_attempts_key ON auth_attempts (key, at);`,
 ]
 
 /** Advisory lock keys (pg_advisory_xact_lock(class, key)); the class keeps them apart from other applications'. */
@@ -46,6 +65,7 @@ export const LOCK_CLASS = {
   migrations: 0x6d326100,
   selector: 0x6d326101,
   user: 0x6d326102,
+  auth: 0x6d326103,
 } as const
 
 const checksum = (text: string) => new Bun.CryptoHasher('sha256').update(text).digest('hex').slice(0, 16)

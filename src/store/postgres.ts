@@ -99,8 +99,12 @@ export const isPostgresRetryable = (e: unknown) => {
   return errno === '40001' || errno === '40P01' || errno === '55P03'
 }
 
-/** Opens the pool and brings the schema up to date (once, whichever instance starts first). */
-export async function openPostgresStore(url: string, options: PostgresOptions = {}): Promise<TokenStore> {
+/**
+ * Opens the pool and brings the schema up to date (once, whichever instance starts first). The
+ * pool also serves what the instances share beyond the store (the duplicate filter, the
+ * password-check ledger); closing the store ends it.
+ */
+export async function openPostgres(url: string, options: PostgresOptions = {}): Promise<{ sql: SQL; store: TokenStore }> {
   const sql = connectPostgres(url, options)
   try {
     await migratePostgres(sql)
@@ -108,8 +112,10 @@ export async function openPostgresStore(url: string, options: PostgresOptions = 
     await sql.end().catch(() => {})
     throw e
   }
-  return createPostgresStore(sql)
+  return { sql, store: createPostgresStore(sql) }
 }
+
+export const openPostgresStore = async (url: string, options: PostgresOptions = {}): Promise<TokenStore> => (await openPostgres(url, options)).store
 
 export function createPostgresStore(sql: SQL): TokenStore {
   type Tx = SQL
