@@ -8,6 +8,7 @@ import type { Config } from './config.ts'
 import { createDedupe, inProcessFilter, type DuplicateFilter } from './gateway/dedupe.ts'
 import type { SQL } from 'bun'
 import { createSharedDuplicateFilter } from './gateway/dedupe-shared.ts'
+import { createPgFailureLedger } from './store/pg-auth.ts'
 import { createNotifyHandler, NOTIFY_DEADLINE_MS } from './gateway/notify.ts'
 import { createLogger } from './log.ts'
 import { createPasswordVerifier } from './matrix/auth.ts'
@@ -72,6 +73,7 @@ export function compose(config: Config, options: ComposeOptions = {}) {
           metrics,
           now,
           serverName: config.serverName,
+          ledger: options.postgres ? createPgFailureLedger(options.postgres, now) : undefined,
           limits: {
             failuresPerPair: config.authFailuresPerMinute,
             failuresPerUser: config.authUserFailuresPerMinute,

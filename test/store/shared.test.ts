@@ -83,6 +83,37 @@ describe.skipIf(pgSkipped())('two instances on one PostgreSQL database', () => {
   })
 })
 
+describe.skipIf(pgSkipped())('password guessing across instances', () => {
+  test('five failures are five whichever instance answers: the sixth is 429 on both, even with the right password', async () => {
+    const [a, b] = await twoInstances({ AUTH_MODE: 'matrix' })
+    const attempt = (h: Harness, password: string, n: number) =>
+      h.report({ selector: `${SELECTOR.slice(0, -1)}${n}`, token_msgs: `${TOKEN}-${n}`, app_id_msgs: APP_ID, username: 'alice', password })
+    for (let i = 0; i < 5; i++) expect((await attempt(i % 2 === 0 ? a : b, `guess-${i}`, i)).status).toBe(401)
+    for (const h of [a, b]) {
+      const limited = await attempt(h, 'alice-password', 9)
+      expect(limited.status).toBe(429)
+      expect(Number(limited.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+      expect(limited.json.error).toMatch(/Too many failed attempts/)
+    }
+    expect(a.synapse.calls('/_matrix/client/v3/login').length + b.synapse.calls('/_matrix/client/v3/login').length).toBe(5)
+    // Another user is not affected, on either instance.
+    const bob = await b.report({ selector: SELECTOR, token_msgs: TOKEN, app_id_msgs: APP_ID, username: 'bob', password: 'bob-password' })
+    expect(bob.status).toBe(200)
+  })
+
+  test('guesses sent to both instances at once: no more than five reach the homeservers', async () => {
+    const [a, b] = await twoInstances({ AUTH_MODE: 'matrix' })
+    const results = await Promise.all(
+      Array.from({ length: 12 }, (_, i) =>
+        (i % 2 === 0 ? a : b).report({ selector: `${SELECTOR.slice(0, -2)}${String(i).padStart(2, '0')}`, app_id_msgs: APP_ID, username: 'alice', password: `guess-${i}` }),
+      ),
+    )
+    expect(results.filter((r) => r.status === 401).length).toBeLessThanOrEqual(5)
+    expect(a.synapse.calls('/_matrix/client/v3/login').length + b.synapse.calls('/_matrix/client/v3/login').length).toBeLessThanOrEqual(5)
+    expect(results.every((r) => r.status === 401 || r.status === 429)).toBe(true)
+  })
+})
+
 describe.skipIf(pgSkipped())('pusher jobs on a shared database', () => {
   test('two workers racing over the same queue: each job reaches the homeserver exactly once', async () => {
     const s = await createTestSchema()
