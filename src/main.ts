@@ -6,6 +6,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { runCheck } from './cli/check.ts'
+import { runMigrateDb } from './cli/migrate-db.ts'
 import { consoleIo } from './cli/common.ts'
 import { runPushersSync } from './cli/pushers.ts'
 import { runRegistration } from './cli/registration.ts'
@@ -333,6 +334,19 @@ const COMMAND_TABLE: readonly Command[] = [
   restore, or a new PROXY_URL). Exit 1 when the homeserver refused one; it stays queued.
   --verbose  one line per account, not only the failures`,
     run: (v, _a, env) => runPushersSync(env, { verbose: v.verbose === true }, consoleIo),
+  },
+  {
+    words: ['migrate-db'],
+    summary: 'copy the SQLite database into an empty PostgreSQL database (for several instances)',
+    args: [],
+    options: { to: { type: 'string' } },
+    usage: `migrate-db --to <postgres URL>
+  Copies the SQLite database (PUSH_TOKEN_DB_PATH: registrations and pending pusher calls) into
+  an empty PostgreSQL database, in one transaction, creating the schema. Run again on a database
+  that holds exactly this copy, it changes nothing (exit 0); a database holding anything else is
+  refused (exit 1). Stop the service first, so that nothing is written meanwhile.
+  --to   postgres://user:password@host:5432/database (the password is never printed)`,
+    run: (v, _a, env) => runMigrateDb(env, { to: str(v.to) }, consoleIo),
   },
 ]
 
