@@ -2,8 +2,14 @@
  * What happens to a notification from Synapse: each device is looked up, translated and sent to
  * the PNM in parallel; the answer to Synapse lists the pushkeys to reject, or is a 5xx when a
  * retry later can still deliver (Synapse then backs off and tries again).
+ *
+ * Logging: the outcome of every device goes into the request's one access line (app.ts); a line
+ * of its own only for what an operator acts on (failures, a forgotten token) and, at DEBUG, the
+ * rest. Every line carries the request's `req_id` as a field, not through a child logger per
+ * request and device, and the pushkey's hash is computed once, when a line needs it.
  */
 import type { Logger } from 'pino'
+import type { RequestRecord } from '../app.ts'
 import type { Config } from '../config.ts'
 import { AppError, badGateway, unavailable } from '../errors.ts'
 import type { PnmClient } from '../pnm/client.ts'
@@ -31,6 +37,58 @@ export type DeviceOutcome =
   | 'store_error'
   | 'sending_elsewhere'
 
+/** Devices listed one by one in the access line; past this, counts per outcome. */
+export const LOGGED_DEVICES = 16
+
+/** One device of one notification, as its log lines name it. */
+export class DeviceLog {
+  #hash: string | undefined
+  selector: string | undefined
+  /** Not stored here (rather than forgotten after a PNM 404). */
+  unknown = false
+  constructor(
+    readonly reqId: string,
+    readonly device: Device,
+    readonly eventId: string | undefined,
+  ) {}
+
+  get pushkey(): string {
+    return (this.#hash ??= tokenHash(this.device.pushkey))
+  }
+
+  /** The fields of a line of its own about this device. */
+  fields(extra?: Record<string, unknown>): Record<string, unknown> {
+    return { req_id: this.reqId, app_id: this.device.app_id, pushkey: this.pushkey, event_id: this.eventId, selector: this.selector, ...extra }
+  }
+
+  /** This device in the access line. */
+  entry(outcome: DeviceOutcome) {
+    return { app_id: this.device.app_id, pushkey: this.pushkey, selector: this.selector, outcome }
+  }
+}
+
+/**
+ * A notify's part of its access line: the event, each device's outcome (the first
+ * LOGGED_DEVICES of them, then counts per outcome), and how many pushkeys are not stored here.
+ */
+export function notifyAccessFields(eventId: string | undefined, devices: DeviceLog[], outcomes: DeviceOutcome[]): Record<string, unknown> {
+  const fields: Record<string, unknown> = { event_id: eventId }
+  const shown = Math.min(devices.length, LOGGED_DEVICES)
+  const entries = new Array(shown)
+  for (let i = 0; i < shown; i++) entries[i] = devices[i]!.entry(outcomes[i]!)
+  fields.devices = entries
+  if (devices.length > shown) {
+    const counts: Record<string, number> = {}
+    for (const o of outcomes) counts[o] = (counts[o] ?? 0) + 1
+    fields.outcomes = counts
+    fields.devices_not_listed = devices.length - shown
+  }
+  let unknown = 0
+  for (const d of devices) if (d.unknown) unknown++
+  if (unknown > 0) fields.unknown_pushkeys = unknown
+  return fields
+}
+
 export interface NotifyDeps {
   config: Pick<Config, 'pnmVerb' | 'fallbackText' | 'pnmTimeoutMs'>
   store: TokenStore
@@ -50,10 +108,30 @@ export function createNotifyHandler(deps: NotifyDeps) {
   // A retry from Synapse can arrive while the first try is still with the PNM: it waits for that one.
   const inflight = new Map<string, Promise<DeviceOutcome>>()
 
+  const { log } = deps
+  const debug = () => log.isLevelEnabled('debug')
+  // Label children looked up once: prom-client validates and hashes the labels on every inc().
+  const outcomeCounter = new Map<DeviceOutcome, { inc(): void }>()
+  const countOutcome = (outcome: DeviceOutcome) => {
+    let child = outcomeCounter.get(outcome)
+    if (!child) outcomeCounter.set(outcome, (child = deps.metrics.notifications.labels({ outcome })))
+    child.inc()
+  }
+  const answerCounter = new Map<string, { inc(): void }>()
+  const countAnswer = (status: string) => {
+    let child = answerCounter.get(status)
+    if (!child) {
+      child = deps.metrics.pnmAnswers.labels({ status })
+      // Statuses are the PNM's to choose: only the first few dozen get a cached child.
+      if (answerCounter.size < 64) answerCounter.set(status, child)
+    }
+    child.inc()
+  }
+
   async function deliver(
     request: ReturnType<typeof translateNotification>,
     deadline: number,
-    log: Logger,
+    dlog: DeviceLog,
   ): Promise<PnmOutcome | 'overloaded'> {
     let outcome: PnmOutcome = { kind: 'transient', detail: 'no attempt made before the deadline' }
     for (let attempt = 0; attempt <= retryDelays.length; attempt++) {
@@ -70,30 +148,34 @@ export function createNotifyHandler(deps: NotifyDeps) {
       deps.metrics.pnmInflight.inc()
       const answer = await sending.finally(() => deps.metrics.pnmInflight.dec())
       deps.metrics.pnmDuration.observe((performance.now() - started) / 1000)
-      deps.metrics.pnmAnswers.inc({ status: answer.kind === 'answer' ? String(answer.status) : answer.kind })
+      countAnswer(answer.kind === 'answer' ? String(answer.status) : answer.kind)
       outcome = classifyPnmAnswer(answer)
       if (outcome.kind !== 'transient') return outcome
-      log.warn({ attempt: attempt + 1, detail: outcome.detail }, 'PNM attempt failed')
+      log.warn(dlog.fields({ attempt: attempt + 1, detail: outcome.detail }), 'PNM attempt failed')
     }
     return outcome
   }
 
-  async function handleDevice(n: Notification, device: Device, deadline: number, log: Logger): Promise<DeviceOutcome> {
-    const dlog = log.child({ app_id: device.app_id, pushkey: tokenHash(device.pushkey), event_id: n.event_id ?? undefined })
+  async function handleDevice(n: Notification, dlog: DeviceLog, deadline: number): Promise<DeviceOutcome> {
+    const { device } = dlog
     let account
     try {
       account = await deps.store.findByPushkey(device.app_id, device.pushkey)
     } catch (e) {
       // Never reject on a database error: a rejection switches the user's pushes off for good.
-      dlog.error({ err: (e as Error).message }, 'token store unavailable; asking Synapse to retry')
+      log.error(dlog.fields({ err: (e as Error).message }), 'token store unavailable; asking Synapse to retry')
       return 'store_error'
     }
     if (!account || account.tokenMsgs === undefined || account.appIdMsgs === undefined) {
-      dlog.info('pushkey not registered here; rejecting it')
+      // One per device: DEBUG, or a body listing thousands of unknown pushkeys writes thousands of
+      // lines. The access line counts them (unknown_pushkeys).
+      if (debug()) log.debug(dlog.fields(), 'pushkey not registered here; rejecting it')
+      dlog.unknown = true
       return 'rejected'
     }
+    dlog.selector = account.selector
     if (isBadgeOnly(n)) {
-      dlog.debug({ unread: n.counts?.unread }, 'badge-only update; nothing sent to the phone')
+      if (debug()) log.debug(dlog.fields({ unread: n.counts?.unread }), 'badge-only update; nothing sent to the phone')
       return 'badge_only'
     }
     const eventId = n.event_id!
@@ -103,82 +185,75 @@ export function createNotifyHandler(deps: NotifyDeps) {
       const pending = deps.dedupe.claim(device.pushkey, eventId)
       claim = typeof pending === 'string' ? pending : await pending
     } catch (e) {
-      dlog.error({ err: (e as Error).message }, 'duplicate filter unavailable; asking Synapse to retry')
+      log.error(dlog.fields({ err: (e as Error).message }), 'duplicate filter unavailable; asking Synapse to retry')
       return 'store_error'
     }
     if (claim === 'duplicate') {
-      dlog.info('event already delivered to this device; not sent again')
+      if (debug()) log.debug(dlog.fields(), 'event already delivered to this device; not sent again')
       return 'duplicate'
     }
     if (claim === 'elsewhere') {
-      dlog.info('another instance is sending this event to this device now; asking Synapse to retry')
+      if (debug()) log.debug(dlog.fields(), 'another instance is sending this event to this device now; asking Synapse to retry')
       return 'sending_elsewhere'
     }
-    const outcome = await sendClaimed(n, device, { selector: account.selector, appId: account.appIdMsgs, token: account.tokenMsgs }, deadline, dlog)
+    const outcome = await sendClaimed(n, dlog, { selector: account.selector, appId: account.appIdMsgs, token: account.tokenMsgs }, deadline)
     try {
       // Awaited only when the filter answers with a promise: the in-process one costs no await.
       const recorded = outcome === 'delivered' ? deps.dedupe.delivered(device.pushkey, eventId) : deps.dedupe.release(device.pushkey, eventId)
       if (recorded) await recorded
     } catch (e) {
-      dlog.error({ err: (e as Error).message }, 'could not record the outcome in the duplicate filter; its claim runs out by itself')
+      log.error(dlog.fields({ err: (e as Error).message }), 'could not record the outcome in the duplicate filter; its claim runs out by itself')
     }
     return outcome
   }
 
-  async function sendClaimed(
-    n: Notification,
-    device: Device,
-    account: { selector: string; appId: string; token: string },
-    deadline: number,
-    dlog: Logger,
-  ): Promise<DeviceOutcome> {
-    const request = translateNotification(
-      n,
-      device,
-      account,
-      { verb: deps.config.pnmVerb, fallbackText: deps.config.fallbackText },
-    )
+  async function sendClaimed(n: Notification, dlog: DeviceLog, account: { selector: string; appId: string; token: string }, deadline: number): Promise<DeviceOutcome> {
+    const { device } = dlog
+    const request = translateNotification(n, device, account, { verb: deps.config.pnmVerb, fallbackText: deps.config.fallbackText })
     const outcome = await deliver(request, deadline, dlog)
     if (outcome === 'overloaded') {
-      dlog.warn('too many PNM requests in flight (PNM_MAX_INFLIGHT); asking Synapse to retry')
+      log.warn(dlog.fields(), 'too many PNM requests in flight (PNM_MAX_INFLIGHT); asking Synapse to retry')
       return 'overloaded'
     }
     switch (outcome.kind) {
       case 'delivered':
-        dlog.info({ selector: account.selector }, 'delivered to PNM')
         return 'delivered'
       case 'token_invalid':
-        dlog.info({ detail: outcome.detail }, 'PNM no longer knows this device token; rejecting and forgetting it')
+        log.info(dlog.fields({ detail: outcome.detail }), 'PNM no longer knows this device token; rejecting and forgetting it')
         try {
           await deps.store.forgetPushkey(device.app_id, device.pushkey, deps.now())
         } catch (e) {
-          dlog.error({ err: (e as Error).message }, 'could not forget the invalid token')
+          log.error(dlog.fields({ err: (e as Error).message }), 'could not forget the invalid token')
         }
         return 'rejected'
       case 'bad_request':
-        dlog.error({ detail: outcome.detail }, 'PNM refused the request; the notification is dropped')
+        log.error(dlog.fields({ detail: outcome.detail }), 'PNM refused the request; the notification is dropped')
         return 'dropped'
       case 'transient':
-        dlog.error({ detail: outcome.detail }, 'PNM delivery failed; Synapse will retry')
+        log.error(dlog.fields({ detail: outcome.detail }), 'PNM delivery failed; Synapse will retry')
         return 'failed'
     }
   }
 
-  function handleDeviceOnce(n: Notification, device: Device, deadline: number, log: Logger): Promise<DeviceOutcome> {
-    if (isBadgeOnly(n)) return handleDevice(n, device, deadline, log)
+  function handleDeviceOnce(n: Notification, dlog: DeviceLog, deadline: number): Promise<DeviceOutcome> {
+    if (isBadgeOnly(n)) return handleDevice(n, dlog, deadline)
+    const { device } = dlog
     const key = `${n.event_id}\u0000${device.app_id}\u0000${device.pushkey}`
     const running = inflight.get(key)
     if (running) return running.then((o) => (o === 'delivered' ? 'duplicate' : o))
-    const started = handleDevice(n, device, deadline, log).finally(() => inflight.delete(key))
+    const started = handleDevice(n, dlog, deadline).finally(() => inflight.delete(key))
     inflight.set(key, started)
     return started
   }
 
   /** Returns the pushkeys to reject, or throws the 5xx that makes Synapse retry. */
-  return async function notify(n: Notification, log: Logger): Promise<{ rejected: string[] }> {
+  return async function notify(n: Notification, request: RequestRecord): Promise<{ rejected: string[] }> {
     const deadline = deps.now() + (deps.deadlineMs ?? NOTIFY_DEADLINE_MS)
-    const outcomes = await Promise.all(n.devices.map((d) => handleDeviceOnce(n, d, deadline, log)))
-    for (const outcome of outcomes) deps.metrics.notifications.inc({ outcome })
+    const eventId = n.event_id ?? undefined
+    const devices = n.devices.map((d) => new DeviceLog(request.id, d, eventId))
+    const outcomes = await Promise.all(devices.map((d) => handleDeviceOnce(n, d, deadline)))
+    for (const outcome of outcomes) countOutcome(outcome)
+    if (log.isLevelEnabled('info')) request.fields = notifyAccessFields(eventId, devices, outcomes)
     const rejected = n.devices.filter((_, i) => outcomes[i] === 'rejected').map((d) => d.pushkey)
     let failure: AppError | undefined
     if (outcomes.includes('failed')) failure = badGateway('The push notification service did not accept the notification; retry later')

@@ -26,7 +26,8 @@ const REFUSALS = {
 } as const
 
 export interface PasswordVerifier {
-  verify(username: string, password: string, clientAddress: string | undefined): Promise<string>
+  /** `log`: the request's logger, so that its lines carry the request's req_id. */
+  verify(username: string, password: string, clientAddress: string | undefined, log?: Logger): Promise<string>
 }
 
 export function createPasswordVerifier(o: {
@@ -53,13 +54,13 @@ export function createPasswordVerifier(o: {
 
   // Synapse limits logins per source address (rc_login.address: a burst of 3, then one every ~6 s),
   // and every phone's check comes from this proxy's address: a short wait beats a 503.
-  async function loginWaitingOutRateLimit(username: string, password: string, ticket: AuthTicket) {
+  async function loginWaitingOutRateLimit(username: string, password: string, ticket: AuthTicket, log: Logger) {
     try {
       return await o.matrix.login(username, password)
     } catch (e) {
       const wait = e instanceof MatrixError && e.isRateLimit ? e.retryAfterMs : undefined
       if (wait === undefined || wait > maxRateLimitWaitMs) throw e
-      o.log.info({ username, retry_after_ms: wait }, 'homeserver rate-limits logins; waiting once')
+      log.info({ username, retry_after_ms: wait }, 'homeserver rate-limits logins; waiting once')
       await Bun.sleep(wait)
       ticket.countCheck()
       return o.matrix.login(username, password)
@@ -72,7 +73,7 @@ export function createPasswordVerifier(o: {
   }
 
   return {
-    async verify(username, password, clientAddress) {
+    async verify(username, password, clientAddress, log = o.log) {
       const user = normalizeUsername(username, o.serverName)
       const ck = cacheKey(user, password)
       const hit = cache.get(ck)
@@ -81,7 +82,7 @@ export function createPasswordVerifier(o: {
       // answers both, and only one counts against the limits.
       const running = inflight.get(ck)
       if (running) return running
-      const check = checkWithHomeserver(username, user, password, ck, clientAddress).finally(() => inflight.delete(ck))
+      const check = checkWithHomeserver(username, user, password, ck, clientAddress, log).finally(() => inflight.delete(ck))
       inflight.set(ck, check)
       return check
     },
@@ -125,10 +126,10 @@ export function createPasswordVerifier(o: {
   }
 
   /** One password check: the limits, the login, the logout, the cache. */
-  async function checkWithHomeserver(username: string, user: string, password: string, ck: string, clientAddress: string | undefined): Promise<string> {
+  async function checkWithHomeserver(username: string, user: string, password: string, ck: string, clientAddress: string | undefined, log: Logger): Promise<string> {
     const attempt = limiter.begin(user, clientAddress === undefined ? undefined : rateLimitGroup(clientAddress))
     if (!attempt.ok) {
-      o.log.warn({ username, client: clientAddress, limit: attempt.reason, retry_after_s: attempt.retryAfter }, REFUSALS[attempt.reason])
+      log.warn({ username, client: clientAddress, limit: attempt.reason, retry_after_s: attempt.retryAfter }, REFUSALS[attempt.reason])
       if (attempt.reason === 'busy') refuse('busy', unavailable('Too many password checks in progress; try again shortly', attempt.retryAfter))
       const what = attempt.reason === 'address' ? 'Too many password checks from this address' : 'Too many failed attempts'
       refuse('rate_limited', rateLimited(`${what}; try again later`, attempt.retryAfter))
@@ -138,17 +139,17 @@ export function createPasswordVerifier(o: {
 
     let session: { userId: string; accessToken?: string }
     try {
-      session = await loginWaitingOutRateLimit(username, password, ticket)
+      session = await loginWaitingOutRateLimit(username, password, ticket, log)
     } catch (e) {
       if (e instanceof MatrixError && !e.isTransient) {
         ticket.fail()
-        o.log.info({ username, client: clientAddress, errcode: e.errcode, status: e.status }, 'login refused by the homeserver')
+        log.info({ username, client: clientAddress, errcode: e.errcode, status: e.status }, 'login refused by the homeserver')
         refuse('invalid_credentials', unauthorized('Invalid username or password'))
       }
       ticket.release()
       // Never 401 when the homeserver could not answer: the app would treat a good password as bad.
       const retry = e instanceof MatrixError && e.retryAfterMs !== undefined ? Math.ceil(e.retryAfterMs / 1000) : undefined
-      o.log.error({ username, err: (e as Error).message }, 'homeserver could not check the password')
+      log.error({ username, err: (e as Error).message }, 'homeserver could not check the password')
       refuse('homeserver_unavailable', unavailable('The homeserver could not check the credentials; try again later', retry))
     }
     ticket.release()
@@ -157,7 +158,7 @@ export function createPasswordVerifier(o: {
       try {
         await o.matrix.logout(session.accessToken)
       } catch (e) {
-        o.log.warn({ user_id: session.userId, session: tokenHash(session.accessToken), err: (e as Error).message }, 'logout of the password-check session failed')
+        log.warn({ user_id: session.userId, session: tokenHash(session.accessToken), err: (e as Error).message }, 'logout of the password-check session failed')
       }
     }
     if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!)

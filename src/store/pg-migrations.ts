@@ -20,7 +20,8 @@ export const PG_MIGRATIONS: readonly string[] = [
      created_at     BIGINT NOT NULL,
      updated_at     BIGINT NOT NULL
    );
-   CREATE INDEX registrations_token_msgs ON registrations (token_msgs, app_id_msgs);
+   -- The pushkey lookup wants the newest row first (findByPushkey), read from the index without a sort.
+   CREATE INDEX registrations_pushkey_newest ON registrations (token_msgs, app_id_msgs, updated_at DESC);
    CREATE INDEX registrations_user ON registrations (matrix_user_id, updated_at);
    CREATE TABLE pusher_jobs (
      id              BIGSERIAL PRIMARY KEY,
