@@ -410,6 +410,6 @@ export function databaseUrlProblem(raw: string): string | undefined {
     return 'is not a URL (postgres://user:password@host:5432/database)'
   }
   if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') return 'must start with postgres:// or postgresql:// (unset it to use the SQLite file PUSH_TOKEN_DB_PATH)'
-  if (url.hostname === '') return 'names no host'
+  if (url.hostname === '' && !url.searchParams.has('host')) return 'names no host (postgres://user:password@host:5432/database)'
   return undefined
 }
