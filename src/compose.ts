@@ -12,8 +12,11 @@ import type { MessageIndex } from './messages/index-store.ts'
 import { openSqliteIndex } from './messages/sqlite-index.ts'
 import { createJobWorker } from './messages/jobs.ts'
 import { createPushView } from './messages/push-view.ts'
-import { createDedupe } from './gateway/dedupe.ts'
-import { createNotifyHandler } from './gateway/notify.ts'
+import { createDedupe, inProcessFilter, type DuplicateFilter } from './gateway/dedupe.ts'
+import type { SQL } from 'bun'
+import { createSharedDuplicateFilter } from './gateway/dedupe-shared.ts'
+import { createPgFailureLedger } from './store/pg-auth.ts'
+import { createNotifyHandler, NOTIFY_DEADLINE_MS } from './gateway/notify.ts'
 import { createLogger } from './log.ts'
 import { createPasswordVerifier } from './matrix/auth.ts'
 import { createMatrixClient, type FetchFn } from './matrix/client.ts'
@@ -33,6 +36,10 @@ export interface ComposeOptions {
   now?: () => number
   logDestination?: DestinationStream
   store?: TokenStore
+  /** The duplicate filter; default: shared through `postgres` when given, else one in this process. */
+  dedupe?: DuplicateFilter
+  /** The PostgreSQL pool of the store: what the instances share beyond the store goes through it too. */
+  postgres?: SQL
   pusherRetryBaseMs?: number
   pusherRetryMaxMs?: number
   pnmRetryDelaysMs?: readonly number[]
@@ -81,6 +88,7 @@ export function compose(config: Config, options: ComposeOptions = {}) {
           metrics,
           now,
           serverName: config.serverName,
+          ledger: options.postgres ? createPgFailureLedger(options.postgres, now) : undefined,
           limits: {
             failuresPerPair: config.authFailuresPerMinute,
             failuresPerUser: config.authUserFailuresPerMinute,
@@ -107,7 +115,11 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     config,
     store,
     pnm,
-    dedupe: createDedupe({ now }),
+    dedupe:
+      options.dedupe ??
+      (options.postgres
+        ? createSharedDuplicateFilter(options.postgres, { now, sendingMs: (options.notifyDeadlineMs ?? NOTIFY_DEADLINE_MS) + 5_000 })
+        : inProcessFilter(createDedupe({ now }))),
     log,
     metrics,
     now,

@@ -7,7 +7,7 @@ import { isAbsolute, resolve } from 'node:path'
 import { BlockList, isIP } from 'node:net'
 import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { parseMappingFile, type MappingEntry } from './report/mapping.ts'
-import { redactUserinfo } from './secrets.ts'
+import { redactPassword, redactUserinfo } from './secrets.ts'
 
 export const NOTIFY_PATH = '/_matrix/push/v1/notify'
 export const REPORT_PATH = '/api/client/push_token_report'
@@ -31,6 +31,8 @@ export interface Config {
   readonly host: string
   readonly port: number
   readonly dbPath: string
+  /** DATABASE_URL (postgres:// or postgresql://): PostgreSQL instead of the SQLite file. Holds the password: print it only through redactPassword. */
+  readonly databaseUrl?: string
   readonly pnmUrl: string
   readonly pnmTimeoutMs: number
   readonly pnmMaxInflight: number
@@ -91,6 +93,7 @@ export const ENV_DOC: ReadonlyArray<readonly [string, string]> = [
   ['PROXY_HOST', 'listen address: an IP address or host name (default 0.0.0.0)'],
   ['PROXY_PORT', 'listen port (default 8080)'],
   ['PUSH_TOKEN_DB_PATH', 'SQLite file (default $STATE_DIRECTORY/push_tokens.db, else data/push_tokens.db)'],
+  ['DATABASE_URL', 'postgres://user:password@host:5432/db: PostgreSQL, shared by several instances (unset: the SQLite file)'],
   ['PNM_URL', `Acrobits PNM endpoint (default ${DEFAULT_PNM_URL})`],
   ['PNM_TIMEOUT_MS', 'timeout of one PNM request (default 10000)'],
   ['PNM_MAX_INFLIGHT', 'PNM requests in flight at most; past it notify answers 503 (default 256)'],
@@ -315,6 +318,11 @@ export function loadConfig(
   const absolute = (path: string) => (isAbsolute(path) ? path : resolve(io.cwd, path))
   // SQLite's name for a database in memory, not a file in the working directory.
   const dbPath = rawDbPath === MEMORY_DB ? MEMORY_DB : absolute(rawDbPath)
+  const databaseUrl = get('DATABASE_URL')
+  if (databaseUrl !== undefined) {
+    const problem = databaseUrlProblem(databaseUrl)
+    if (problem !== undefined) errors.push(`DATABASE_URL: "${redactPassword(databaseUrl)}" ${problem}`)
+  }
 
   const mappingFile = get('MAPPING_FILE')
   let mapping: MappingEntry[] = []
@@ -370,6 +378,7 @@ export function loadConfig(
     host,
     port: int('PROXY_PORT', 8080, 0, 65535),
     dbPath,
+    databaseUrl,
     pnmUrl,
     pnmTimeoutMs: int('PNM_TIMEOUT_MS', 10_000, 1, 600_000),
     pnmMaxInflight: int('PNM_MAX_INFLIGHT', 256, 1, 100_000),
@@ -427,4 +436,17 @@ export function missingFor(config: Config) {
     /** Deriving user IDs from usernames needs a server name. */
     serverName: config.serverName === undefined ? 'MATRIX_SERVER_NAME' : undefined,
   }
+}
+
+/** Why DATABASE_URL cannot be used, or undefined: only PostgreSQL is reached by URL. */
+export function databaseUrlProblem(raw: string): string | undefined {
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    return 'is not a URL (postgres://user:password@host:5432/database)'
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') return 'must start with postgres:// or postgresql:// (unset it to use the SQLite file PUSH_TOKEN_DB_PATH)'
+  if (url.hostname === '' && !url.searchParams.has('host')) return 'names no host (postgres://user:password@host:5432/database)'
+  return undefined
 }

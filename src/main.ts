@@ -6,14 +6,15 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { runCheck } from './cli/check.ts'
+import { runMigrateDb } from './cli/migrate-db.ts'
 import { consoleIo } from './cli/common.ts'
 import { runPushersSync } from './cli/pushers.ts'
 import { runRegistration } from './cli/registration.ts'
 import { runTokensDelete, runTokensList, runTokensShow } from './cli/tokens.ts'
 import pkg from '../package.json' with { type: 'json' }
-import { compose, type Service } from './compose.ts'
+import { compose, SERVICE_BUSY_TIMEOUT_MS, type Service } from './compose.ts'
 import { ENV_DOC, loadConfig, MEMORY_DB, missingFor, readTlsFiles, type Config } from './config.ts'
-import { describeDatabaseError } from './store/sqlite.ts'
+import { describeStoreError, openDatabase, storeName } from './store/open.ts'
 import { readFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import { errorBody, metricsResponse } from './app.ts'
@@ -85,12 +86,12 @@ async function announce(service: Service, config: Config) {
   } else if (config.mappingFile !== undefined) {
     log.info('MAPPING_FILE is ignored with AUTH_MODE=matrix: the homeserver names the user')
   }
-  if (config.dbPath === MEMORY_DB) log.warn('PUSH_TOKEN_DB_PATH is :memory: the tokens are kept in memory only and lost when the process stops')
+  if (config.databaseUrl === undefined && config.dbPath === MEMORY_DB) log.warn('PUSH_TOKEN_DB_PATH is :memory: the tokens are kept in memory only and lost when the process stops')
   try {
     await service.store.probeWritable()
   } catch (e) {
     log.warn(
-      { database: config.dbPath, err: describeDatabaseError(config.dbPath, e) },
+      { database: storeName(config), err: describeStoreError(config, e) },
       'the database does not accept writes: token reports and /ready answer 503 until it does; notifications are still delivered',
     )
   }
@@ -112,14 +113,16 @@ const readText = (path: string) => readFileSync(path, 'utf8')
 export async function serve(config: Config): Promise<void> {
   // Everything this process creates (the database, its journal) is readable by its owner only.
   process.umask(0o077)
-  let service: Service
+  let database: Awaited<ReturnType<typeof openDatabase>>
   try {
-    service = compose(config, { defaultMetrics: true })
+    database = await openDatabase(config, { busyTimeoutMs: SERVICE_BUSY_TIMEOUT_MS })
   } catch (e) {
-    console.error(`matrix2acrobits: cannot open the database ${config.dbPath}: ${describeDatabaseError(config.dbPath, e)}`)
+    console.error(`matrix2acrobits: cannot open the database ${storeName(config)}: ${describeStoreError(config, e)}`)
     process.exit(1)
   }
-  const { app, log, worker, store } = service
+  const { store } = database
+  const service = compose(config, { defaultMetrics: true, store, postgres: database.postgres })
+  const { app, log, worker } = service
   await announce(service, config)
 
   // idleTimeout covers the longest answer the proxy gives (the notify deadline), in seconds.
@@ -232,7 +235,7 @@ export async function serve(config: Config): Promise<void> {
       address: `${app.server!.hostname}:${app.server!.port}`,
       port: app.server!.port,
       tls: config.tls !== undefined,
-      database: config.dbPath,
+      database: storeName(config),
       messaging: missingFor(config).messaging === undefined ? 'on' : `off (${missingFor(config).messaging} is not set)`,
     },
     'matrix2acrobits listening',
@@ -345,6 +348,19 @@ const COMMAND_TABLE: readonly Command[] = [
   restore, or a new PROXY_URL). Exit 1 when the homeserver refused one; it stays queued.
   --verbose  one line per account, not only the failures`,
     run: (v, _a, env) => runPushersSync(env, { verbose: v.verbose === true }, consoleIo),
+  },
+  {
+    words: ['migrate-db'],
+    summary: 'copy the SQLite database into an empty PostgreSQL database (for several instances)',
+    args: [],
+    options: { to: { type: 'string' } },
+    usage: `migrate-db --to <postgres URL>
+  Copies the SQLite database (PUSH_TOKEN_DB_PATH: registrations and pending pusher calls) into
+  an empty PostgreSQL database, in one transaction, creating the schema. Run again on a database
+  that holds exactly this copy, it changes nothing (exit 0); a database holding anything else is
+  refused (exit 1). Stop the service first, so that nothing is written meanwhile.
+  --to   postgres://user:password@host:5432/database (the password is never printed)`,
+    run: (v, _a, env) => runMigrateDb(env, { to: str(v.to) }, consoleIo),
   },
 ]
 

@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { compose, type ComposeOptions } from '../src/compose.ts'
 import { loadConfig } from '../src/config.ts'
+import { openPostgres } from '../src/store/postgres.ts'
 import { startFakePnm } from './fakes/pnm.ts'
 import { startFakeSynapse, type FakeSynapseOptions } from './fakes/synapse.ts'
 
@@ -106,7 +107,11 @@ export async function startHarness(options: HarnessOptions = {}) {
     ...options.env,
   })
   if (!result.ok) throw new Error(result.errors.join('\n'))
+  // DATABASE_URL in env: the service on PostgreSQL (tests give it a schema of their own).
+  const pg = result.config.databaseUrl === undefined ? undefined : await openPostgres(result.config.databaseUrl)
   const service = compose(result.config, {
+    store: pg?.store,
+    postgres: pg?.sql,
     logDestination: logs.stream,
     pusherRetryBaseMs: 50,
     pusherRetryMaxMs: 400,

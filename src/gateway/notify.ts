@@ -16,7 +16,7 @@ import type { PnmClient } from '../pnm/client.ts'
 import { classifyPnmAnswer, type PnmOutcome } from '../pnm/outcome.ts'
 import type { TokenStore } from '../store/types.ts'
 import { tokenHash } from '../secrets.ts'
-import type { Dedupe } from './dedupe.ts'
+import type { DuplicateFilter } from './dedupe.ts'
 import type { Device, Notification } from './schema.ts'
 import { isBadgeOnly, translateNotification } from './translate.ts'
 import type { Metrics } from '../metrics.ts'
@@ -36,6 +36,7 @@ export type DeviceOutcome =
   | 'failed'
   | 'overloaded'
   | 'store_error'
+  | 'sending_elsewhere'
 
 /** Devices listed one by one in the access line; past this, counts per outcome. */
 export const LOGGED_DEVICES = 16
@@ -93,7 +94,7 @@ export interface NotifyDeps {
   config: Pick<Config, 'pnmVerb' | 'fallbackText' | 'pnmTimeoutMs'>
   store: TokenStore
   pnm: PnmClient
-  dedupe: Dedupe
+  dedupe: DuplicateFilter
   log: Logger
   metrics: Metrics
   now: () => number
@@ -181,18 +182,44 @@ export function createNotifyHandler(deps: NotifyDeps) {
       return 'badge_only'
     }
     const eventId = n.event_id!
-    if (deps.dedupe.seen(device.pushkey, eventId)) {
+    let claim
+    try {
+      // Taken before the PNM call: a retry reaching another instance meanwhile sends nothing.
+      const pending = deps.dedupe.claim(device.pushkey, eventId)
+      claim = typeof pending === 'string' ? pending : await pending
+    } catch (e) {
+      log.error(dlog.fields({ err: (e as Error).message }), 'duplicate filter unavailable; asking Synapse to retry')
+      return 'store_error'
+    }
+    if (claim === 'duplicate') {
       if (debug()) log.debug(dlog.fields(), 'event already delivered to this device; not sent again')
       return 'duplicate'
     }
-    let request = translateNotification(
-      n,
-      device,
-      { selector: account.selector, appId: account.appIdMsgs, token: account.tokenMsgs },
-      { verb: deps.config.pnmVerb, fallbackText: deps.config.fallbackText },
-    )
+    if (claim === 'elsewhere') {
+      if (debug()) log.debug(dlog.fields(), 'another instance is sending this event to this device now; asking Synapse to retry')
+      return 'sending_elsewhere'
+    }
+    const outcome = await sendClaimed(n, dlog, { selector: account.selector, appId: account.appIdMsgs, token: account.tokenMsgs, userId: account.matrixUserId }, deadline)
+    try {
+      // Awaited only when the filter answers with a promise: the in-process one costs no await.
+      const recorded = outcome === 'delivered' ? deps.dedupe.delivered(device.pushkey, eventId) : deps.dedupe.release(device.pushkey, eventId)
+      if (recorded) await recorded
+    } catch (e) {
+      log.error(dlog.fields({ err: (e as Error).message }), 'could not record the outcome in the duplicate filter; its claim runs out by itself')
+    }
+    return outcome
+  }
+
+  async function sendClaimed(
+    n: Notification,
+    dlog: DeviceLog,
+    account: { selector: string; appId: string; token: string; userId: string },
+    deadline: number,
+  ): Promise<DeviceOutcome> {
+    const { device } = dlog
+    let request = translateNotification(n, device, account, { verb: deps.config.pnmVerb, fallbackText: deps.config.fallbackText })
     if (deps.pushView) {
-      const view = await deps.pushView(account.matrixUserId, eventId, n.room_id ?? undefined, log, dlog.fields()).catch(() => undefined)
+      const view = await deps.pushView(account.userId, n.event_id!, n.room_id ?? undefined, log, dlog.fields()).catch(() => undefined)
       if (view) request = applyPushView(request, view, typeof n.content?.body === 'string')
     }
     const outcome = await deliver(request, deadline, dlog)
@@ -202,7 +229,6 @@ export function createNotifyHandler(deps: NotifyDeps) {
     }
     switch (outcome.kind) {
       case 'delivered':
-        deps.dedupe.remember(device.pushkey, eventId)
         return 'delivered'
       case 'token_invalid':
         log.info(dlog.fields({ detail: outcome.detail }), 'PNM no longer knows this device token; rejecting and forgetting it')
@@ -245,6 +271,7 @@ export function createNotifyHandler(deps: NotifyDeps) {
     if (outcomes.includes('failed')) failure = badGateway('The push notification service did not accept the notification; retry later')
     else if (outcomes.includes('overloaded')) failure = unavailable('Too many push notifications in flight; retry later', 1)
     else if (outcomes.includes('store_error')) failure = unavailable('Token store unavailable; retry later', 1)
+    else if (outcomes.includes('sending_elsewhere')) failure = unavailable('This notification is being delivered by another instance; retry later', 1)
     if (failure) throw failure
     return { rejected }
   }

@@ -15,7 +15,7 @@ import type { Metrics } from '../metrics.ts'
 import type { PusherWorker } from '../pusher/worker.ts'
 import { constantTimeEqual, tokenHash } from '../secrets.ts'
 import { slidingWindow } from '../sliding-window.ts'
-import { describeDatabaseError, isBusyError } from '../store/sqlite.ts'
+import { describeStoreError, isRetryableStoreError } from '../store/open.ts'
 import type { ChangeGuard, Registration, TokenStore } from '../store/types.ts'
 import { withTimeout } from '../timeout.ts'
 import { resolveMatrixUser } from './identity.ts'
@@ -127,11 +127,11 @@ export function createReportService(deps: ReportServiceDeps) {
           result = await write()
           break
         } catch (e) {
-          if (isBusyError(e) && performance.now() + pause < giveUpAt) {
+          if (isRetryableStoreError(e) && performance.now() + pause < giveUpAt) {
             await Bun.sleep(pause)
             continue
           }
-          log.error({ selector: report.selector, err: describeDatabaseError(deps.config.dbPath, e) }, 'token store unavailable; report not stored')
+          log.error({ selector: report.selector, err: describeStoreError(deps.config, e) }, 'token store unavailable; report not stored')
           throw unavailable('The token store is unavailable; try again later', 5)
         }
       }
