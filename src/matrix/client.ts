@@ -60,6 +60,43 @@ export interface MemberProfile {
   avatar_url?: string | null
 }
 
+/** A stripped state event of an invite: no event id, no timestamp (spec: StrippedStateEvent). */
+export interface StrippedStateEvent {
+  type: string
+  state_key: string
+  sender: string
+  content: Record<string, unknown>
+}
+
+export interface PendingInvite {
+  roomId: string
+  state: StrippedStateEvent[]
+}
+
+/**
+ * A /sync filter that leaves out everything but the invites: their stripped state is sent whatever
+ * the filter says, and an empty timeline keeps the initial sync of a user in many rooms small.
+ */
+const INVITES_ONLY_FILTER = JSON.stringify({
+  presence: { types: [] },
+  account_data: { types: [] },
+  room: { timeline: { limit: 0 }, state: { types: [] }, ephemeral: { types: [] }, account_data: { types: [] } },
+})
+
+const isStripped = (e: unknown): e is StrippedStateEvent => {
+  const v = e as Record<string, unknown> | null
+  return (
+    v !== null &&
+    typeof v === 'object' &&
+    typeof v.type === 'string' &&
+    typeof v.state_key === 'string' &&
+    typeof v.sender === 'string' &&
+    v.content !== null &&
+    typeof v.content === 'object' &&
+    !Array.isArray(v.content)
+  )
+}
+
 export interface MatrixClient {
   /** m.login.password with an m.id.user identifier. */
   login(username: string, password: string): Promise<{ userId: string; accessToken?: string }>
@@ -71,6 +108,11 @@ export interface MatrixClient {
 
   // Acting as `user` through the application service (as_token, ?user_id=).
   joinedRooms(user: string): Promise<string[]>
+  /**
+   * The rooms `user` is invited to, each with the stripped state of its invite (the invitee's own
+   * m.room.member event among it), from one /sync with `timeout=0`. No other endpoint lists invites.
+   */
+  pendingInvites(user: string): Promise<PendingInvite[]>
   /** user id -> profile of the room's joined members. */
   joinedMembers(user: string, room: string): Promise<Record<string, MemberProfile>>
   /** A MatrixError with status 404 (M_NOT_FOUND) when the event is unknown or not visible. */
@@ -229,6 +271,16 @@ export function createMatrixClient(options: {
       const json = await call('GET', '/_matrix/client/v3/joined_rooms', asUser(user))
       if (!Array.isArray(json.joined_rooms)) throw new MatrixError('bad_response', 'joined_rooms answer has no joined_rooms list')
       return json.joined_rooms.filter((r): r is string => typeof r === 'string')
+    },
+    async pendingInvites(user) {
+      const json = await call('GET', '/_matrix/client/v3/sync', asUser(user, { query: { timeout: '0', filter: INVITES_ONLY_FILTER } }))
+      const invites = (json.rooms as { invite?: unknown } | undefined)?.invite
+      if (invites === undefined) return []
+      if (invites === null || typeof invites !== 'object' || Array.isArray(invites)) throw new MatrixError('bad_response', '/sync: rooms.invite is not a map')
+      return Object.entries(invites as Record<string, { invite_state?: { events?: unknown } }>).map(([roomId, entry]) => ({
+        roomId,
+        state: Array.isArray(entry?.invite_state?.events) ? entry.invite_state.events.filter(isStripped) : [],
+      }))
     },
     async joinedMembers(user, r) {
       const path = `${room(r)}/joined_members`

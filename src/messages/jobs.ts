@@ -12,7 +12,7 @@ import type { Logger } from 'pino'
 import type { MatrixClient } from '../matrix/client.ts'
 import { MatrixError } from '../matrix/client.ts'
 import type { Job, MessageIndex } from './index-store.ts'
-import { deliverExisting, ingestEvent, parseClientEvent, serverOf, type IngestContext } from './ingest.ts'
+import { deliverExisting, ingestEvent, parseClientEvent, serverOf, type ClientEvent, type IngestContext } from './ingest.ts'
 
 export const CATCHUP_MESSAGES = 50
 export const CATCHUP_MAX_MEMBERS = 50
@@ -36,8 +36,49 @@ export function createJobWorker(deps: JobDeps) {
   let stopped = true
   let again = false
 
+  /**
+   * Invites the stream never brought (they came before messaging was switched on, or before the
+   * registration had a url): read from the homeserver and applied as the invite event would have
+   * been, so the room is named and classified and its first messages are the user's once they join.
+   * A membership the index already has, from the stream or not, is left as it is.
+   */
+  async function learnPendingInvites(userId: string) {
+    const invites = await deps.matrix.pendingInvites(userId)
+    for (const invite of invites) {
+      const own = invite.state.find((e) => e.type === 'm.room.member' && e.state_key === userId && e.content.membership === 'invite')
+      if (own === undefined) continue
+      const event: ClientEvent = {
+        // A stripped event has no id: this one only names the snapshot in the log if it is refused.
+        event_id: `$pending-invite:${invite.roomId}`,
+        room_id: invite.roomId,
+        sender: own.sender,
+        type: 'm.room.member',
+        state_key: userId,
+        origin_server_ts: deps.now(),
+        content: own.content,
+        invite_room_state: invite.state,
+      }
+      const ctx: IngestContext = { ...deps.context(), now: deps.now() }
+      await deps.index.write(async (tx) => {
+        if ((await tx.getMember(invite.roomId, userId)) !== undefined) return
+        // The inviter's membership comes with the stripped state: the only other member a new
+        // direct chat has, which AUTO_JOIN_DIRECT checks before it accepts.
+        for (const e of invite.state) {
+          const membership = e.content.membership
+          if (e.type !== 'm.room.member' || e.state_key === userId || (membership !== 'join' && membership !== 'invite')) continue
+          if ((await tx.getMember(invite.roomId, e.state_key)) !== undefined) continue
+          const displayName = typeof e.content.displayname === 'string' && e.content.displayname !== '' ? e.content.displayname : undefined
+          await tx.setMember({ roomId: invite.roomId, userId: e.state_key, membership, displayName, sinceOrd: await tx.lastOrd(), fromStream: false, updatedAt: ctx.now })
+        }
+        await ingestEvent(tx, event, ctx, 'stream')
+      })
+    }
+    if (invites.length > 0) deps.log.info({ user_id: userId, invites: invites.length }, 'pending invites read at enrolment')
+  }
+
   async function catchup(userId: string) {
     const startedAt = deps.now()
+    await learnPendingInvites(userId)
     // Direct-chat invites that came before the user enrolled: accepted first, so that their
     // history is part of this catch-up.
     if (deps.context().autoJoinDirect) {

@@ -156,6 +156,13 @@ export function createAppserviceSender(options: SenderOptions) {
     pause() {
       paused = true
     },
+    /**
+     * Forgets what is queued and not yet in flight: what Synapse does for a registration whose
+     * `url` is null (messaging off), where events never reach the appservice at all.
+     */
+    dropQueued() {
+      queue.length = 0
+    },
     resume() {
       paused = false
       wake()

@@ -260,6 +260,17 @@ export function createRoomModel(options: { serverName: string; onEvent: (e: Fake
     members(roomId: string, wanted = 'join'): string[] {
       return [...room(roomId).state.values()].filter((e) => e.type === 'm.room.member' && e.content.membership === wanted).map((e) => e.state_key!)
     },
+    /** /sync's rooms.invite for `user`: each invite's stripped state, the invitee's member event included. */
+    pendingInvites(user: string) {
+      const invites: Record<string, { invite_state: { events: unknown[] } }> = {}
+      for (const r of rooms.values()) {
+        if (membership(r, user) !== 'invite') continue
+        const own = r.state.get(stateKeyOf('m.room.member', user))!
+        const events = [...strippedState(r, own.sender), { type: own.type, state_key: own.state_key, content: own.content, sender: own.sender }]
+        invites[r.id] = { invite_state: { events } }
+      }
+      return invites
+    },
     joinedRooms(user: string): string[] {
       return [...rooms.values()].filter((r) => membership(r, user) === 'join').map((r) => r.id)
     },

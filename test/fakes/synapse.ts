@@ -177,6 +177,8 @@ export function startFakeSynapse(options: FakeSynapseOptions = {}) {
     const needsBody = m === 'POST' || m === 'PUT'
     const routes: Array<[boolean, (user: string, body: any) => Response]> = [
       [is('GET', 'joined_rooms'), (user) => json(200, { joined_rooms: model.joinedRooms(user) })],
+      // Only what the proxy reads of an initial sync: the invites (their stripped state ignores the filter).
+      [is('GET', 'sync'), (user) => json(200, { next_batch: `s${Date.now()}`, rooms: { invite: model.pendingInvites(user), join: {}, leave: {} } })],
       [is('POST', 'createRoom'), (user, body) => json(200, { room_id: model.createRoom(user, body) })],
       [is('POST', 'join', null), (user) => json(200, { room_id: model.join(user, seg[1]!) })],
       [is('POST', 'rooms', null, 'join'), (user) => json(200, { room_id: model.join(user, seg[1]!) })],

@@ -56,6 +56,45 @@ describe('messaging with the fake Synapse feed', () => {
     expect((await h.fetch('bob')).json.received_smss).toEqual([expect.objectContaining({ sms_id: first, sender: 'alice', sms_text: 'are you there?' })])
   })
 
+  test('invites the proxy never saw (messaging was off) are read at enrolment: a direct chat is accepted and read', async () => {
+    h = await startMessaging()
+    // As with `url: null`: Synapse sends these events to no appservice.
+    h.synapse.appservice.pause()
+    const room = h.synapse.rooms.createRoom(alice, { preset: 'trusted_private_chat', invite: [bob], is_direct: true })
+    const first = h.synapse.sendText(alice, room, 'sent before messaging was on')
+    h.synapse.appservice.dropQueued()
+    h.synapse.appservice.resume()
+    await h.fetch('bob')
+    await h.settle()
+    const sync = h.synapse.requests.find((r) => r.path === '/_matrix/client/v3/sync')
+    expect(sync?.query).toMatchObject({ user_id: bob, timeout: '0' })
+    expect(h.synapse.rooms.membership(room, bob)).toBe('join')
+    expect(h.synapse.rooms.accountDataOf(bob, 'm.direct')).toEqual({ [alice]: [room] })
+    expect((await h.fetch('bob')).json.received_smss).toEqual([
+      expect.objectContaining({ sms_id: first, sender: 'alice', stream_id: 'alice', sms_text: 'sent before messaging was on' }),
+    ])
+  })
+
+  test('a group invite the proxy never saw is learned at enrolment (named, not joined); messages then reach the invitee', async () => {
+    h = await startMessaging()
+    h.synapse.appservice.pause()
+    const room = h.synapse.rooms.createRoom(alice, { preset: 'private_chat', name: 'Team, Room', invite: [carol] })
+    h.synapse.rooms.join(carol, room)
+    h.synapse.rooms.invite(alice, room, bob)
+    h.synapse.appservice.dropQueued()
+    h.synapse.appservice.resume()
+    await h.fetch('bob')
+    await h.settle()
+    expect(h.synapse.rooms.membership(room, bob)).toBe('invite')
+    const later = h.synapse.sendText(carol, room, 'welcome')
+    await h.settle()
+    // carol set no display name, and joined before the proxy listened: her user id stands for it.
+    expect(texts((await h.fetch('bob')).json.received_smss)).toEqual([`${carol}: welcome`])
+    // The conversation's address is the room's name, spaces and commas replaced (the app splits on both).
+    const [item] = (await h.fetch('bob', { device: 'other' })).json.received_smss
+    expect(item).toMatchObject({ sms_id: later, sender: 'Team\u201a\u00a0Room', stream_id: 'Team\u201a\u00a0Room' })
+  })
+
   test('enrolment catch-up: rooms, members, names and recent messages from before the first fetch', async () => {
     h = await startMessaging()
     const room = h.synapse.rooms.createRoom(alice, { preset: 'private_chat', invite: [bob, carol], name: 'Old Friends' })
