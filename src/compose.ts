@@ -4,8 +4,10 @@
  */
 import type { DestinationStream } from 'pino'
 import { createApp } from './app.ts'
-import type { Config } from './config.ts'
+import { missingFor, type Config } from './config.ts'
 import { createDedupe } from './gateway/dedupe.ts'
+import { createDeliveryJournal } from './gateway/journal.ts'
+import { createPusherMigrator } from './gateway/migrate-pushers.ts'
 import { createNotifyHandler } from './gateway/notify.ts'
 import { createLogger } from './log.ts'
 import { createPasswordVerifier } from './matrix/auth.ts'
@@ -30,6 +32,8 @@ export interface ComposeOptions {
   storeBusyWaitMs?: number
   /** How long a report waits for its first pusher attempt before the app is answered. */
   reportPusherWaitMs?: number
+  /** How often the delivery journal is written. */
+  journalFlushMs?: number
 }
 
 /**
@@ -75,10 +79,19 @@ export function compose(config: Config, options: ComposeOptions = {}) {
         })
       : undefined
   const reports = createReportService({ config, store, verifier, worker, log, metrics, now, storeBusyWaitMs: options.storeBusyWaitMs, inlineWaitMs: options.reportPusherWaitMs })
+  const journal = createDeliveryJournal({ store, log: log.child({ component: 'journal' }), flushMs: options.journalFlushMs })
+  const migrator = createPusherMigrator({
+    store,
+    worker,
+    log: log.child({ component: 'pushers' }),
+    enabled: config.pushGatewayUrl !== undefined && missingFor(config).pushers === undefined,
+  })
   const notify = createNotifyHandler({
     config,
     store,
     pnm,
+    journal,
+    migrator,
     dedupe: createDedupe({ now }),
     log,
     metrics,
@@ -101,6 +114,7 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     app,
     store,
     worker,
+    journal,
     matrix,
     log,
     metrics,

@@ -54,6 +54,7 @@ export function configOrExit(env: Record<string, string | undefined>): Config {
 
 function announce(service: Service, config: Config) {
   const { log } = service
+  for (const note of service.store.migrationNotes()) log.info({ database: config.dbPath }, note)
   const missing = missingFor(config)
   if (config.pushGatewayUrl === undefined) {
     log.warn('PROXY_URL is not set: pushers are not registered on the homeserver; tokens are still stored and notifications still forwarded')
@@ -120,6 +121,7 @@ export async function serve(config: Config): Promise<void> {
     }
     metricsServer?.stop(true)
     await worker.stop()
+    service.journal.flush()
     store.close()
     log.info('stopped')
     process.exit(0)

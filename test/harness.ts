@@ -16,15 +16,15 @@ export const APP_ID = 'com.acrobits.softphone'
 export const TOKEN = 'APA91bG9aqWvmnxnYBZWG9hxvtkgzTXSopfiufzmc6tP3Kb-token-one'
 
 /** The pushers/set body the proxy must send for a message token (FIELD-GUIDE §2). */
-export const expectedPusherBody = (pushkey: string, url = 'https://push.example.org/_matrix/push/v1/notify') => ({
+export const expectedPusherBody = (pushkey: string, url = 'https://push.example.org/_matrix/push/v1/notify', selector = SELECTOR) => ({
   kind: 'http',
   app_id: APP_ID,
   pushkey,
   app_display_name: APP_ID,
   device_display_name: 'Acrobits Softphone',
   lang: 'en',
-  append: false,
-  data: { url, format: 'event_id_only' },
+  append: true,
+  data: { url, format: 'event_id_only', selector },
 })
 
 /**
@@ -126,6 +126,7 @@ export async function startHarness(options: HarnessOptions = {}) {
     notify: (notification: Record<string, unknown>) => request('POST', '/_matrix/push/v1/notify', { notification }),
     async close() {
       await service.worker.stop()
+      service.journal.flush()
       service.store.close()
       synapse.stop()
       pnm.stop()

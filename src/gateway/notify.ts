@@ -2,6 +2,10 @@
  * What happens to a notification from Synapse: each device is looked up, translated and sent to
  * the PNM in parallel; the answer to Synapse lists the pushkeys to reject, or is a 5xx when a
  * retry later can still deliver (Synapse then backs off and tries again).
+ * A device is an account: its pusher's `data.selector` (echoed by Synapse) names it among the
+ * accounts sharing one phone's token; a pusher without one (registered before, or by the Go
+ * proxy) is looked up by token alone and registered again in the background. Each account's
+ * outcome goes to the delivery journal, which is written later, off this path.
  */
 import type { Logger } from 'pino'
 import type { Config } from '../config.ts'
@@ -11,6 +15,9 @@ import { classifyPnmAnswer, type PnmOutcome } from '../pnm/outcome.ts'
 import type { TokenStore } from '../store/types.ts'
 import { tokenHash } from '../secrets.ts'
 import type { Dedupe } from './dedupe.ts'
+import type { DeliveryJournal } from './journal.ts'
+import type { PusherMigrator } from './migrate-pushers.ts'
+import { SELECTOR_DATA_KEY } from '../pusher/body.ts'
 import type { Device, Notification } from './schema.ts'
 import { isBadgeOnly, translateNotification } from './translate.ts'
 import type { Metrics } from '../metrics.ts'
@@ -35,6 +42,8 @@ export interface NotifyDeps {
   store: TokenStore
   pnm: PnmClient
   dedupe: Dedupe
+  journal?: DeliveryJournal
+  migrator?: PusherMigrator
   log: Logger
   metrics: Metrics
   now: () => number
@@ -49,10 +58,17 @@ export function createNotifyHandler(deps: NotifyDeps) {
   // A retry from Synapse can arrive while the first try is still with the PNM: it waits for that one.
   const inflight = new Map<string, Promise<DeviceOutcome>>()
 
+  /** The account a pusher's data names, when it names one. */
+  const selectorOf = (device: Device): string | undefined => {
+    const value = device.data?.[SELECTOR_DATA_KEY]
+    return typeof value === 'string' && value !== '' ? value : undefined
+  }
+
   async function deliver(
     request: ReturnType<typeof translateNotification>,
     deadline: number,
     log: Logger,
+    trace: { status?: number },
   ): Promise<PnmOutcome | 'overloaded'> {
     let outcome: PnmOutcome = { kind: 'transient', detail: 'no attempt made before the deadline' }
     for (let attempt = 0; attempt <= retryDelays.length; attempt++) {
@@ -70,6 +86,7 @@ export function createNotifyHandler(deps: NotifyDeps) {
       const answer = await sending.finally(() => deps.metrics.pnmInflight.dec())
       deps.metrics.pnmDuration.observe((performance.now() - started) / 1000)
       deps.metrics.pnmAnswers.inc({ status: answer.kind === 'answer' ? String(answer.status) : answer.kind })
+      trace.status = answer.kind === 'answer' ? answer.status : undefined
       outcome = classifyPnmAnswer(answer)
       if (outcome.kind !== 'transient') return outcome
       log.warn({ attempt: attempt + 1, detail: outcome.detail }, 'PNM attempt failed')
@@ -79,24 +96,55 @@ export function createNotifyHandler(deps: NotifyDeps) {
 
   async function handleDevice(n: Notification, device: Device, deadline: number, log: Logger): Promise<DeviceOutcome> {
     const dlog = log.child({ app_id: device.app_id, pushkey: tokenHash(device.pushkey), event_id: n.event_id ?? undefined })
+    const named = selectorOf(device)
     let account
     try {
-      account = deps.store.findByPushkey(device.app_id, device.pushkey)
+      account = named === undefined ? deps.store.findByPushkey(device.app_id, device.pushkey) : deps.store.findBySelector(device.app_id, device.pushkey, named)
     } catch (e) {
       // Never reject on a database error: a rejection switches the user's pushes off for good.
       dlog.error({ err: (e as Error).message }, 'token store unavailable; asking Synapse to retry')
       return 'store_error'
     }
     if (!account || account.tokenMsgs === undefined || account.appIdMsgs === undefined) {
-      dlog.info('pushkey not registered here; rejecting it')
+      // With a selector: that account is gone or has another token now; its pusher is stale.
+      dlog.info({ selector: named }, 'pushkey not registered here; rejecting it')
       return 'rejected'
     }
+    if (named === undefined) deps.migrator?.migrate(device.app_id, device.pushkey)
+    const started = performance.now()
+    const trace: { status?: number; detail?: string } = {}
+    const outcome = await deliverToAccount(n, device, account as Account, deadline, dlog, trace)
+    deps.journal?.record({
+      selector: account.selector,
+      at: deps.now(),
+      eventId: n.event_id ?? undefined,
+      outcome,
+      pnmStatus: trace.status,
+      latencyMs: performance.now() - started,
+      detail: trace.detail,
+    })
+    return outcome
+  }
+
+  type Account = { selector: string; tokenMsgs: string; appIdMsgs: string }
+
+  async function deliverToAccount(
+    n: Notification,
+    device: Device,
+    account: Account,
+    deadline: number,
+    dlog: Logger,
+    trace: { status?: number; detail?: string },
+  ): Promise<DeviceOutcome> {
     if (isBadgeOnly(n)) {
       dlog.debug({ unread: n.counts?.unread }, 'badge-only update; nothing sent to the phone')
       return 'badge_only'
     }
     const eventId = n.event_id!
-    if (deps.dedupe.seen(device.pushkey, eventId)) {
+    // Two accounts on one phone share its token and may get the same event (a room they are both
+    // in): each account's push is its own.
+    const dedupeKey = `${device.pushkey}\u0000${account.selector}`
+    if (deps.dedupe.seen(dedupeKey, eventId)) {
       dlog.info('event already delivered to this device; not sent again')
       return 'duplicate'
     }
@@ -106,14 +154,15 @@ export function createNotifyHandler(deps: NotifyDeps) {
       { selector: account.selector, appId: account.appIdMsgs, token: account.tokenMsgs },
       { verb: deps.config.pnmVerb, fallbackText: deps.config.fallbackText },
     )
-    const outcome = await deliver(request, deadline, dlog)
+    const outcome = await deliver(request, deadline, dlog, trace)
+    if (outcome !== 'overloaded' && outcome.kind !== 'delivered') trace.detail = outcome.detail
     if (outcome === 'overloaded') {
       dlog.warn('too many PNM requests in flight (PNM_MAX_INFLIGHT); asking Synapse to retry')
       return 'overloaded'
     }
     switch (outcome.kind) {
       case 'delivered':
-        deps.dedupe.remember(device.pushkey, eventId)
+        deps.dedupe.remember(dedupeKey, eventId)
         dlog.info({ selector: account.selector }, 'delivered to PNM')
         return 'delivered'
       case 'token_invalid':
@@ -135,7 +184,7 @@ export function createNotifyHandler(deps: NotifyDeps) {
 
   function handleDeviceOnce(n: Notification, device: Device, deadline: number, log: Logger): Promise<DeviceOutcome> {
     if (isBadgeOnly(n)) return handleDevice(n, device, deadline, log)
-    const key = `${n.event_id}\u0000${device.app_id}\u0000${device.pushkey}`
+    const key = `${n.event_id}\u0000${device.app_id}\u0000${device.pushkey}\u0000${selectorOf(device) ?? ''}`
     const running = inflight.get(key)
     if (running) return running.then((o) => (o === 'delivered' ? 'duplicate' : o))
     const started = handleDevice(n, device, deadline, log).finally(() => inflight.delete(key))

@@ -1,13 +1,15 @@
 /**
  * Which pusher calls a change of an account owes the homeserver. Pure.
  * A message token that changes, moves to another user or disappears leaves a pusher behind on
- * Synapse unless it is deleted (`kind: null`); every report with a token registers it again, which
- * also heals a homeserver that lost it.
+ * Synapse unless it is deleted (`kind: null`, which removes only the acting user's pusher for that
+ * token, so another account on the same phone keeps its own); every report with a token registers
+ * it again, which also heals a homeserver that lost it. A row imported from the Go proxy has no
+ * Matrix user: there is no pusher of ours to delete for it.
  */
 import type { PusherOp, PusherPlanner, Registration } from '../store/types.ts'
 
 const pusherOf = (r: Registration | undefined) =>
-  r?.tokenMsgs !== undefined && r.appIdMsgs !== undefined
+  r?.tokenMsgs !== undefined && r.appIdMsgs !== undefined && r.matrixUserId !== undefined
     ? { userId: r.matrixUserId, appId: r.appIdMsgs, pushkey: r.tokenMsgs }
     : undefined
 

@@ -6,12 +6,12 @@ import { Database, type Statement } from 'bun:sqlite'
 import { accessSync, closeSync, constants, mkdirSync, openSync, chmodSync, existsSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { migrate } from './migrations.ts'
-import type { ChangeGuard, PusherJob, PusherOp, PusherPlanner, Registration, RegistrationInput, SaveOptions, TokenStore } from './types.ts'
+import { JOURNAL_ROWS_PER_ACCOUNT, type ChangeGuard, type Delivery, type PusherJob, type PusherOp, type PusherPlanner, type Registration, type RegistrationInput, type SaveOptions, type TokenStore } from './types.ts'
 
 interface RegistrationRow {
   selector: string
   username: string | null
-  matrix_user_id: string
+  matrix_user_id: string | null
   token_msgs: string | null
   app_id_msgs: string | null
   token_calls: string | null
@@ -37,13 +37,33 @@ const orUndefined = <T>(v: T | null): T | undefined => (v === null ? undefined :
 const toRegistration = (r: RegistrationRow): Registration => ({
   selector: r.selector,
   username: orUndefined(r.username),
-  matrixUserId: r.matrix_user_id,
+  matrixUserId: orUndefined(r.matrix_user_id),
   tokenMsgs: orUndefined(r.token_msgs),
   appIdMsgs: orUndefined(r.app_id_msgs),
   tokenCalls: orUndefined(r.token_calls),
   appIdCalls: orUndefined(r.app_id_calls),
   createdAt: r.created_at,
   updatedAt: r.updated_at,
+})
+
+interface DeliveryRow {
+  selector: string
+  at: number
+  event_id: string | null
+  outcome: string
+  pnm_status: number | null
+  latency_ms: number
+  detail: string | null
+}
+
+const toDelivery = (r: DeliveryRow): Delivery => ({
+  selector: r.selector,
+  at: r.at,
+  eventId: orUndefined(r.event_id),
+  outcome: r.outcome,
+  pnmStatus: orUndefined(r.pnm_status),
+  latencyMs: r.latency_ms,
+  detail: orUndefined(r.detail),
 })
 
 const toJob = (r: JobRow): PusherJob => ({
@@ -73,7 +93,7 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
   db.run('PRAGMA journal_mode = WAL')
   db.run('PRAGMA synchronous = NORMAL')
   db.run('PRAGMA foreign_keys = ON')
-  migrate(db)
+  const { notes } = migrate(db)
 
   const q = {
     get: db.prepare<RegistrationRow, [string]>('SELECT * FROM registrations WHERE selector = ?'),
@@ -96,6 +116,20 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
     // makes; findByPushkey picks the newest row itself.
     byPushkey: db.prepare<RegistrationRow, [string, string]>(
       'SELECT * FROM registrations WHERE token_msgs = ? AND app_id_msgs = ?',
+    ),
+    bySelector: db.prepare<RegistrationRow, [string, string, string]>(
+      'SELECT * FROM registrations WHERE selector = ? AND token_msgs = ? AND app_id_msgs = ?',
+    ),
+    // Only accounts that are still stored get journal rows (a removal may race a notification).
+    insertDelivery: db.prepare<null, [string, number, string | null, string, number | null, number, string | null, string]>(`
+      INSERT INTO deliveries (selector, at, event_id, outcome, pnm_status, latency_ms, detail)
+      SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM registrations WHERE selector = ?)`),
+    pruneDeliveries: db.prepare<null, [string]>(`
+      DELETE FROM deliveries WHERE selector = ?1 AND id <= (
+        SELECT id FROM deliveries WHERE selector = ?1 ORDER BY id DESC LIMIT 1 OFFSET ${JOURNAL_ROWS_PER_ACCOUNT})`),
+    deleteDeliveries: db.prepare<null, [string]>('DELETE FROM deliveries WHERE selector = ?'),
+    deliveries: db.prepare<DeliveryRow, [string]>(
+      `SELECT * FROM deliveries WHERE selector = ? ORDER BY id DESC LIMIT ${JOURNAL_ROWS_PER_ACCOUNT}`,
     ),
     forget: db.prepare<null, [number, string, string]>(
       'UPDATE registrations SET token_msgs = NULL, app_id_msgs = NULL, updated_at = ? WHERE token_msgs = ? AND app_id_msgs = ?',
@@ -166,6 +200,7 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
       if (excess > 0) {
         for (const row of q.oldestOfUser.all(input.matrixUserId, input.selector, excess).map(toRegistration)) {
           q.delete.run(row.selector)
+          q.deleteDeliveries.run(row.selector)
           jobs.push(...queue(row.selector, plan(row, undefined), now))
           evicted.push(row)
         }
@@ -177,10 +212,22 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
   const remove = db.transaction((selector: string, now: number, plan: PusherPlanner, guard?: ChangeGuard) => {
     const previous = get(selector)
     if (previous && guard && !guard(previous)) return { previous, jobs: [], refused: true, evicted: [] }
-    if (previous) q.delete.run(selector)
+    if (previous) {
+      q.delete.run(selector)
+      q.deleteDeliveries.run(selector)
+    }
     return { previous, jobs: queue(selector, plan(previous, undefined), now), refused: false, evicted: [] }
   })
 
+
+  const record = db.transaction((deliveries: readonly Delivery[]) => {
+    const touched = new Set<string>()
+    for (const d of deliveries) {
+      q.insertDelivery.run(d.selector, d.at, d.eventId ?? null, d.outcome, d.pnmStatus ?? null, Math.round(d.latencyMs), d.detail ?? null, d.selector)
+      touched.add(d.selector)
+    }
+    for (const selector of touched) q.pruneDeliveries.run(selector)
+  })
 
   return {
     saveRegistration: (input, now, plan, options = {}) => save.immediate(input, now, plan, options),
@@ -194,6 +241,14 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
       for (const r of q.byPushkey.all(pushkey, appId)) if (row === undefined || r.updated_at > row.updated_at) row = r
       return row ? toRegistration(row) : undefined
     },
+    findBySelector: (appId, pushkey, selector) => {
+      const row = q.bySelector.get(selector, pushkey, appId)
+      return row ? toRegistration(row) : undefined
+    },
+    listByPushkey: (appId, pushkey) => q.byPushkey.all(pushkey, appId).map(toRegistration),
+    recordDeliveries: (deliveries) => record.immediate(deliveries),
+    deliveries: (selector) => q.deliveries.all(selector).map(toDelivery),
+    migrationNotes: () => notes,
     forgetPushkey: (appId, pushkey, now) => q.forget.run(now, pushkey, appId).changes,
     dueSelectors: (now, limit) => q.dueSelectors.all(now, limit).map((r) => r.selector),
     claimNextJob: (selector, now, leaseMs) =>
@@ -283,6 +338,11 @@ export function openSqliteStore(path: string, options: { busyTimeoutMs?: number 
     listRegistrations: guarded((s) => s.listRegistrations),
     countRegistrations: guarded((s) => s.countRegistrations),
     findByPushkey: guarded((s) => s.findByPushkey),
+    findBySelector: guarded((s) => s.findBySelector),
+    listByPushkey: guarded((s) => s.listByPushkey),
+    recordDeliveries: guarded((s) => s.recordDeliveries),
+    deliveries: guarded((s) => s.deliveries),
+    migrationNotes: guarded((s) => s.migrationNotes),
     forgetPushkey: guarded((s) => s.forgetPushkey),
     dueSelectors: guarded((s) => s.dueSelectors),
     claimNextJob: guarded((s) => s.claimNextJob),
