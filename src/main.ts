@@ -8,6 +8,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { runCheck } from './cli/check.ts'
 import { consoleIo } from './cli/common.ts'
 import { runPushersSync } from './cli/pushers.ts'
+import { runPushTest } from './cli/push-test.ts'
 import { runRegistration } from './cli/registration.ts'
 import { runTokensDelete, runTokensList, runTokensShow } from './cli/tokens.ts'
 import pkg from '../package.json' with { type: 'json' }
@@ -194,11 +195,15 @@ const COMMAND_TABLE: readonly Command[] = [
   },
   {
     words: ['tokens', 'show'],
-    summary: 'show one registration and its pending pusher calls',
+    summary: 'show one registration, its pending pusher calls and its last deliveries',
     args: ['selector'],
     options: { json: { type: 'boolean' } },
     usage: `tokens show <selector> [--json]
-  One registration and the pusher calls still queued for it (exit 1 when there is none).`,
+  One registration, the pusher calls still queued for it, and its delivery journal: the last 50
+  outcomes of notifications for it (time, event id, outcome, PNM status, latency), newest first;
+  written by the service about once a second. No message text, tokens as hashes.
+  Exit 1 when there is no such registration.
+  --json  the same as one JSON object (deliveries under "deliveries")`,
     run: (v, [selector], env) => runTokensShow(env, selector!, { json: v.json === true }, consoleIo),
   },
   {
@@ -210,6 +215,18 @@ const COMMAND_TABLE: readonly Command[] = [
   Deletes the registration and its pusher on the homeserver (as the Account Removal Reporter
   does). Exit 1 when the homeserver refused; the deletion then stays queued for the service.`,
     run: (_v, [selector], env) => runTokensDelete(env, selector!, consoleIo),
+  },
+  {
+    words: ['push-test'],
+    summary: 'send one test push to an account now and print what the PNM answered',
+    args: ['selector'],
+    options: {},
+    usage: `push-test <selector>
+  Sends one NotifyGenericTextMessage ("Test from matrix2acrobits") to the account's messages
+  token, now, with the service's PNM client and timeout (PNM_URL, PNM_TIMEOUT_MS), and prints the
+  PNM's answer and what it means. Exit 0 only when the PNM answered 200; 1 otherwise (no such
+  account, no token, 404, 400, 5xx, timeout).`,
+    run: (_v, [selector], env) => runPushTest(env, selector!, consoleIo),
   },
   {
     words: ['pushers', 'sync'],
