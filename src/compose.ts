@@ -10,7 +10,9 @@ import { createDeliveryJournal } from './gateway/journal.ts'
 import { createPusherMigrator } from './gateway/migrate-pushers.ts'
 import { createNotifyHandler } from './gateway/notify.ts'
 import { createLogger } from './log.ts'
-import { createPasswordVerifier } from './matrix/auth.ts'
+import { createPasswordVerifier, matrixPasswordBackend } from './matrix/auth.ts'
+import { ctiPasswordBackend } from './cti/backend.ts'
+import type { MappingEntry } from './report/mapping.ts'
 import { createMatrixClient, type FetchFn } from './matrix/client.ts'
 import { createMetrics } from './metrics.ts'
 import { createPnmClient } from './pnm/client.ts'
@@ -62,22 +64,28 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     retryBaseMs: options.pusherRetryBaseMs,
     retryMaxMs: options.pusherRetryMaxMs,
   })
-  const verifier =
-    matrix && config.authMode === 'matrix'
-      ? createPasswordVerifier({
-          matrix,
-          log,
-          metrics,
-          now,
-          serverName: config.serverName,
-          limits: {
-            failuresPerPair: config.authFailuresPerMinute,
-            failuresPerUser: config.authUserFailuresPerMinute,
-            checksPerAddress: config.authChecksPerMinute,
-            maxInflight: config.authMaxInflight,
-          },
-        })
+  const limits = {
+    failuresPerPair: config.authFailuresPerMinute,
+    failuresPerUser: config.authUserFailuresPerMinute,
+    checksPerAddress: config.authChecksPerMinute,
+    maxInflight: config.authMaxInflight,
+  }
+  const cti =
+    config.authMode === 'ext' && config.extAuthUrl !== undefined && config.serverName !== undefined
+      ? ctiPasswordBackend({ url: config.extAuthUrl, timeoutMs: config.extAuthTimeoutMs, serverName: config.serverName, mapping: config.mapping, log, fetch: options.fetch })
       : undefined
+  const backend =
+    config.authMode === 'ext'
+      ? cti
+      : matrix && config.authMode === 'matrix'
+        ? matrixPasswordBackend({ matrix, log, serverName: config.serverName })
+        : undefined
+  const verifier = backend && createPasswordVerifier({ backend, log, metrics, now, limits, cacheTtlMs: config.authCacheTtlMs })
+  /**
+   * Who is who beyond the account's own user: MAPPING_FILE, and with AUTH_MODE=ext the CTI's users
+   * as last listed. One MappingEntry shape for push and for the messaging addresses.
+   */
+  const directory = { entries: (): readonly MappingEntry[] => cti?.directory.entries() ?? config.mapping }
   const reports = createReportService({ config, store, verifier, worker, log, metrics, now, storeBusyWaitMs: options.storeBusyWaitMs, inlineWaitMs: options.reportPusherWaitMs })
   const journal = createDeliveryJournal({ store, log: log.child({ component: 'journal' }), flushMs: options.journalFlushMs })
   const migrator = createPusherMigrator({
@@ -115,6 +123,7 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     store,
     worker,
     journal,
+    directory,
     matrix,
     log,
     metrics,

@@ -16,6 +16,7 @@ import { compose, type Service } from './compose.ts'
 import { ENV_DOC, loadConfig, missingFor, type Config } from './config.ts'
 import { errorBody, metricsResponse } from './app.ts'
 import { unrecognized } from './errors.ts'
+import { redactUserinfo } from './secrets.ts'
 
 export const VERSION: string = pkg.version
 
@@ -62,13 +63,15 @@ function announce(service: Service, config: Config) {
   } else if (missing.pushers !== undefined) {
     log.warn(`${missing.pushers} is not set: token reports are answered 503 until it is (pusher registration needs it)`)
   }
-  if (config.authMode === 'matrix' && missing.login !== undefined) {
-    log.warn(`${missing.login} is not set: token reports (AUTH_MODE=matrix) are answered 503 until it is`)
+  for (const note of config.notes) log.info(note)
+  if (config.authMode !== 'none' && missing.login !== undefined) {
+    log.warn(`${missing.login} is not set: token reports (AUTH_MODE=${config.authMode}) are answered 503 until it is`)
   }
+  if (config.authMode === 'ext') log.info({ ext_auth_url: redactUserinfo(config.extAuthUrl ?? '') }, 'AUTH_MODE=ext: passwords are checked by the NethVoice CTI server')
   if (config.authMode === 'none') {
     log.warn('AUTH_MODE=none: token reports are not authenticated; anyone who can reach this service can redirect the notifications of any user')
     if (missing.serverName !== undefined) log.warn('MATRIX_SERVER_NAME is not set: only Matrix IDs and MAPPING_FILE entries can be resolved')
-  } else if (config.mappingFile !== undefined) {
+  } else if (config.mappingFile !== undefined && config.authMode === 'matrix') {
     log.info('MAPPING_FILE is ignored with AUTH_MODE=matrix: the homeserver names the user')
   }
 }
