@@ -7,15 +7,18 @@
  * throwing rolls the save back.
  */
 import { planPusherCalls } from '../report/plan.ts'
+import { constantTimeEqual } from '../secrets.ts'
 import type { PusherJob, Registration, TokenStore } from '../store/types.ts'
 
 class ChangedMeanwhile extends Error {}
+
+const sameSecret = (a: string | undefined, b: string | undefined) => (a === undefined || b === undefined ? a === b : constantTimeEqual(a, b))
 
 const sameRow = (a: Registration | undefined, b: Registration) =>
   a !== undefined &&
   a.updatedAt === b.updatedAt &&
   a.matrixUserId === b.matrixUserId &&
-  a.tokenMsgs === b.tokenMsgs &&
+  sameSecret(a.tokenMsgs, b.tokenMsgs) &&
   a.appIdMsgs === b.appIdMsgs
 
 /** The `set` jobs queued, or 'changed' when a report changed the row meanwhile; rows without a Matrix user or token queue nothing. */
