@@ -127,8 +127,12 @@ export function createApp(deps: AppDeps) {
         reqLog(request).error({ err: (error as Error)?.message, code }, 'unexpected error')
         appError = new AppError('M_UNKNOWN', 500, 'Internal error')
       }
-      if (appError.status < 500 && appError.status !== 404) {
-        reqLog(request).info({ status: appError.status, errcode: appError.errcode, error: appError.message, path }, 'request refused')
+      // Every refusal says why in the log, as the answer does (the messages hold no secrets: they
+      // name fields and variables, never values). 5xx are the operator's to fix: WARN.
+      if (appError.status !== 500) {
+        const line = { status: appError.status, errcode: appError.errcode, error: appError.message, path }
+        if (appError.status >= 500) reqLog(request).warn(line, 'request refused')
+        else reqLog(request).info(line, 'request refused')
       }
       set.status = appError.status
       if (appError.retryAfter !== undefined) set.headers['retry-after'] = String(appError.retryAfter)

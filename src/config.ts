@@ -5,6 +5,7 @@
  */
 import { isAbsolute, resolve } from 'node:path'
 import { BlockList, isIP } from 'node:net'
+import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { parseMappingFile, type MappingEntry } from './report/mapping.ts'
 import { redactUserinfo } from './secrets.ts'
 
@@ -13,7 +14,7 @@ export const REPORT_PATH = '/api/client/push_token_report'
 export const REMOVAL_PATH = '/api/client/account_removal_report'
 export const DEFAULT_PNM_URL = 'https://pnm.cloudsoftphone.com/pnm2/send'
 
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'fatal'
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'
 export type PusherFormat = 'event_id_only' | 'full'
 export type PnmVerb = 'NotifyTextMessage' | 'NotifyGenericTextMessage'
 export type AuthMode = 'matrix' | 'none' | 'ext'
@@ -64,7 +65,17 @@ export interface Config {
   /** When set, only these addresses may call the push gateway. */
   readonly notifyAllowedIps?: AddressSet
   readonly metricsAddress?: { readonly host: string; readonly port: number }
+  /** Serve HTTPS with these PEM files (read at start and again on SIGHUP). */
+  readonly tls?: TlsFiles
 }
+
+export interface TlsFiles {
+  readonly certFile: string
+  readonly keyFile: string
+}
+
+/** SQLite's in-memory database: nothing is kept across a restart. */
+export const MEMORY_DB = ':memory:'
 
 export type ConfigResult = { ok: true; config: Config } | { ok: false; errors: string[] }
 
@@ -73,8 +84,8 @@ export const ENV_DOC: ReadonlyArray<readonly [string, string]> = [
   ['MATRIX_HOMESERVER_URL', 'homeserver base URL for the client-server API (unset: no login, no pushers)'],
   ['MATRIX_AS_TOKEN', 'application service as_token; SUPER_ADMIN_TOKEN is accepted as an alias'],
   ['MATRIX_SERVER_NAME', "server name for user IDs (default: the homeserver URL's hostname)"],
-  ['PROXY_URL', 'public base URL of this proxy; unset: pusher registration is skipped'],
-  ['PROXY_HOST', 'listen address (default 0.0.0.0)'],
+  ['PROXY_URL', 'base URL (no path) at which Synapse reaches this proxy; unset: pusher registration is skipped'],
+  ['PROXY_HOST', 'listen address: an IP address or host name (default 0.0.0.0)'],
   ['PROXY_PORT', 'listen port (default 8080)'],
   ['PUSH_TOKEN_DB_PATH', 'SQLite file (default $STATE_DIRECTORY/push_tokens.db, else data/push_tokens.db)'],
   ['PNM_URL', `Acrobits PNM endpoint (default ${DEFAULT_PNM_URL})`],
@@ -98,16 +109,21 @@ export const ENV_DOC: ReadonlyArray<readonly [string, string]> = [
   ['TRUST_PROXY', 'addresses/CIDRs of reverse proxies whose X-Forwarded-For is believed'],
   ['NOTIFY_ALLOWED_IPS', 'addresses/CIDRs allowed to call the push gateway (default: any)'],
   ['METRICS_ADDRESS', 'host:port for /metrics on a separate listener (default: on the main port)'],
-  ['LOGLEVEL', 'DEBUG, INFO (default), WARNING, ERROR or CRITICAL'],
+  ['TLS_CERT_FILE', 'PEM certificate chain: serve HTTPS (with TLS_KEY_FILE); both re-read on SIGHUP'],
+  ['TLS_KEY_FILE', 'PEM private key of TLS_CERT_FILE'],
+  ['LOGLEVEL', 'trace, debug, info (default), warn, error, fatal (any case); WARNING and CRITICAL too'],
   ['LOG_FORMAT', 'json (default) or pretty'],
 ]
 
+/** Every level of pino, as the log lines print them (`"level":"warn"`), plus the Python names WARNING and CRITICAL. */
 const LOG_LEVELS: Record<string, LogLevel> = {
+  TRACE: 'trace',
   DEBUG: 'debug',
   INFO: 'info',
   WARN: 'warn',
   WARNING: 'warn',
   ERROR: 'error',
+  FATAL: 'fatal',
   CRITICAL: 'fatal',
 }
 
@@ -152,7 +168,69 @@ function parseHttpUrl(raw: string): string | undefined {
   }
 }
 
+const HOST_NAME = /^(?=.{1,253}\.?$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?$/i
+
+/** An address to listen on: an IP address or a host name (which must then resolve). */
+export const isListenHost = (host: string) => isIP(host) !== 0 || HOST_NAME.test(host)
+
+/**
+ * The certificate and key as PEM text, or why they cannot be used. Checked at start (an invalid
+ * file is an invalid configuration) and on SIGHUP (the old pair then stays in use).
+ */
+export function readTlsFiles(
+  files: TlsFiles,
+  readFile: (path: string) => string,
+): { ok: true; cert: string; key: string } | { ok: false; errors: string[] } {
+  const errors: string[] = []
+  const read = (name: string, path: string, marker: RegExp, what: string) => {
+    let text: string
+    try {
+      text = readFile(path)
+    } catch (e) {
+      errors.push(`${name}: cannot read "${path}": ${(e as Error).message}`)
+      return ''
+    }
+    if (!marker.test(text)) errors.push(`${name}: "${path}" holds no PEM ${what}`)
+    return text
+  }
+  const cert = read('TLS_CERT_FILE', files.certFile, /-----BEGIN CERTIFICATE-----/, 'certificate')
+  const key = read('TLS_KEY_FILE', files.keyFile, /-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/, 'private key')
+  if (errors.length > 0) return { ok: false, errors }
+  if (!keyMatchesCert(cert, key)) {
+    return { ok: false, errors: [`TLS_KEY_FILE: "${files.keyFile}" is not the private key of the certificate in "${files.certFile}"`] }
+  }
+  return { ok: true, cert, key }
+}
+
+function keyMatchesCert(cert: string, key: string): boolean {
+  try {
+    return new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))
+  } catch {
+    return false
+  }
+}
+
 const stripTrailingSlashes = (s: string) => s.replace(/\/+$/, '')
+
+/**
+ * PROXY_URL as the base of every pusher's `data.url`. Synapse accepts a push gateway only at the
+ * path /_matrix/push/v1/notify (pushers/set answers "url must have a path of
+ * /_matrix/push/v1/notify"), so a base URL with a path of its own would fail every pusher: it is
+ * refused here, at start. The full gateway URL, pasted, is accepted.
+ */
+function proxyBaseUrl(parsed: string): { url: string; error?: undefined } | { url?: undefined; error: string } {
+  const url = new URL(parsed)
+  if (url.search || url.hash) return { error: 'has a query or fragment; give the base URL only (https://push.example.org)' }
+  const path = stripTrailingSlashes(url.pathname)
+  if (path !== '' && path !== NOTIFY_PATH) {
+    return {
+      error:
+        `has the path ${url.pathname}: Synapse accepts a push gateway only at ${NOTIFY_PATH} on the host, so give the ` +
+        `base URL without a path (${url.origin}); behind a reverse proxy, route ${NOTIFY_PATH} there to this service`,
+    }
+  }
+  return { url: url.origin }
+}
 
 export interface ConfigIo {
   readFile: (path: string) => string
@@ -205,8 +283,9 @@ export function loadConfig(
   const homeserver = url('MATRIX_HOMESERVER_URL')
   const homeserverUrl = homeserver && stripTrailingSlashes(homeserver)
   const proxy = url('PROXY_URL')
-  // An operator may paste the full gateway URL; the path is added exactly once either way.
-  const proxyUrl = proxy && stripTrailingSlashes(stripTrailingSlashes(proxy).replace(/\/_matrix\/push\/v1\/notify$/, ''))
+  const proxyBase = proxy === undefined ? undefined : proxyBaseUrl(proxy)
+  if (proxyBase?.error !== undefined) errors.push(`PROXY_URL: "${get('PROXY_URL')}" ${proxyBase.error}`)
+  const proxyUrl = proxyBase?.url
   const pnmUrl = url('PNM_URL') ?? DEFAULT_PNM_URL
 
   const serverName = get('MATRIX_SERVER_NAME') ?? (homeserverUrl ? new URL(homeserverUrl).hostname : undefined)
@@ -216,18 +295,20 @@ export function loadConfig(
 
   const rawLevel = get('LOGLEVEL')
   const logLevel = rawLevel === undefined ? 'info' : LOG_LEVELS[rawLevel.toUpperCase()]
-  if (logLevel === undefined) errors.push(`LOGLEVEL: "${rawLevel}" is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL`)
+  if (logLevel === undefined) errors.push(`LOGLEVEL: "${rawLevel}" is not one of trace, debug, info, warn, error, fatal (or WARNING, CRITICAL)`)
 
   const stateDir = get('STATE_DIRECTORY')?.split(':')[0]
   const rawDbPath = get('PUSH_TOKEN_DB_PATH') ?? (stateDir ? `${stateDir}/push_tokens.db` : 'data/push_tokens.db')
-  const dbPath = isAbsolute(rawDbPath) ? rawDbPath : resolve(io.cwd, rawDbPath)
+  const absolute = (path: string) => (isAbsolute(path) ? path : resolve(io.cwd, path))
+  // SQLite's name for a database in memory, not a file in the working directory.
+  const dbPath = rawDbPath === MEMORY_DB ? MEMORY_DB : absolute(rawDbPath)
 
   const mappingFile = get('MAPPING_FILE')
   let mapping: MappingEntry[] = []
   if (mappingFile !== undefined) {
     let text: string | undefined
     try {
-      text = io.readFile(isAbsolute(mappingFile) ? mappingFile : resolve(io.cwd, mappingFile))
+      text = io.readFile(absolute(mappingFile))
     } catch (e) {
       errors.push(`MAPPING_FILE: cannot read "${mappingFile}": ${(e as Error).message}`)
     }
@@ -243,8 +324,28 @@ export function loadConfig(
   if (rawMetrics !== undefined) {
     const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(rawMetrics)
     const port = Number(match?.[3])
+    const host = match?.[1] ?? (match?.[2] || '127.0.0.1')
     if (!match || port > 65535) errors.push(`METRICS_ADDRESS: "${rawMetrics}" is not host:port`)
-    else metricsAddress = { host: match[1] ?? (match[2] || '127.0.0.1'), port }
+    else if (!isListenHost(host)) errors.push(`METRICS_ADDRESS: "${host}" is not an IP address or host name`)
+    else metricsAddress = { host, port }
+  }
+
+  // Bun reports a listen address it cannot use as "ENOENT ... listen": refused here, in words.
+  const rawHost = get('PROXY_HOST')
+  const host = rawHost?.replace(/^\[(.*)\]$/, '$1') ?? '0.0.0.0'
+  if (!isListenHost(host)) errors.push(`PROXY_HOST: "${rawHost}" is not an IP address or host name`)
+
+  const tlsCertFile = get('TLS_CERT_FILE')
+  const tlsKeyFile = get('TLS_KEY_FILE')
+  if ((tlsCertFile === undefined) !== (tlsKeyFile === undefined)) {
+    errors.push(`${tlsCertFile === undefined ? 'TLS_CERT_FILE' : 'TLS_KEY_FILE'}: not set, but ${tlsCertFile === undefined ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE'} is: HTTPS needs both`)
+  }
+  let tls: Config['tls']
+  if (tlsCertFile !== undefined && tlsKeyFile !== undefined) {
+    const files = { certFile: absolute(tlsCertFile), keyFile: absolute(tlsKeyFile) }
+    const loaded = readTlsFiles(files, io.readFile)
+    if (loaded.ok) tls = files
+    else errors.push(...loaded.errors)
   }
 
   // Names of the Go proxy's configuration (NethVoice env files), read where they mean the same.
@@ -276,7 +377,7 @@ export function loadConfig(
     serverName,
     proxyUrl,
     pushGatewayUrl: proxyUrl && proxyUrl + NOTIFY_PATH,
-    host: get('PROXY_HOST') ?? '0.0.0.0',
+    host,
     port: int('PROXY_PORT', 8080, 0, 65535),
     dbPath,
     pnmUrl,
@@ -304,6 +405,7 @@ export function loadConfig(
     trustProxy: addresses('TRUST_PROXY'),
     notifyAllowedIps: addresses('NOTIFY_ALLOWED_IPS'),
     metricsAddress,
+    tls,
   }
   return errors.length > 0 ? { ok: false, errors } : { ok: true, config: Object.freeze(config) }
 }

@@ -13,7 +13,10 @@ import { runRegistration } from './cli/registration.ts'
 import { runTokensDelete, runTokensList, runTokensShow } from './cli/tokens.ts'
 import pkg from '../package.json' with { type: 'json' }
 import { compose, type Service } from './compose.ts'
-import { ENV_DOC, loadConfig, missingFor, type Config } from './config.ts'
+import { ENV_DOC, loadConfig, MEMORY_DB, missingFor, readTlsFiles, type Config } from './config.ts'
+import { describeDatabaseError } from './store/sqlite.ts'
+import { readFileSync } from 'node:fs'
+import { X509Certificate } from 'node:crypto'
 import { errorBody, metricsResponse } from './app.ts'
 import { unrecognized } from './errors.ts'
 import { redactUserinfo } from './secrets.ts'
@@ -54,18 +57,26 @@ export function configOrExit(env: Record<string, string | undefined>): Config {
   return result.config
 }
 
+/**
+ * What the configuration leaves out, said once at start: one warning per missing variable, naming
+ * everything that waits for it.
+ */
 function announce(service: Service, config: Config) {
   const { log } = service
   for (const note of service.store.migrationNotes()) log.info({ database: config.dbPath }, note)
   const missing = missingFor(config)
   if (config.pushGatewayUrl === undefined) {
     log.warn('PROXY_URL is not set: pushers are not registered on the homeserver; tokens are still stored and notifications still forwarded')
-  } else if (missing.pushers !== undefined) {
-    log.warn(`${missing.pushers} is not set: token reports are answered 503 until it is (pusher registration needs it)`)
   }
   for (const note of config.notes) log.info(note)
-  if (config.authMode !== 'none' && missing.login !== undefined) {
-    log.warn(`${missing.login} is not set: token reports (AUTH_MODE=${config.authMode}) are answered 503 until it is`)
+  const waiting = new Map<string, string[]>()
+  const wait = (variable: string | undefined, what: string) => {
+    if (variable !== undefined) waiting.set(variable, [...(waiting.get(variable) ?? []), what])
+  }
+  if (config.authMode !== 'none') wait(missing.login, `password checks (AUTH_MODE=${config.authMode})`)
+  wait(missing.pushers, 'pusher registration')
+  for (const [variable, needs] of waiting) {
+    log.warn(`${variable} is not set: token reports are answered 503 until it is; ${needs.join(' and ')} need${needs.length === 1 ? 's' : ''} it`)
   }
   if (config.authMode === 'ext') log.info({ ext_auth_url: redactUserinfo(config.extAuthUrl ?? '') }, 'AUTH_MODE=ext: passwords are checked by the NethVoice CTI server')
   if (config.authMode === 'none') {
@@ -74,7 +85,29 @@ function announce(service: Service, config: Config) {
   } else if (config.mappingFile !== undefined && config.authMode === 'matrix') {
     log.info('MAPPING_FILE is ignored with AUTH_MODE=matrix: the homeserver names the user')
   }
+  if (config.dbPath === MEMORY_DB) log.warn('PUSH_TOKEN_DB_PATH is :memory: the tokens are kept in memory only and lost when the process stops')
+  try {
+    service.store.probeWritable()
+  } catch (e) {
+    log.warn(
+      { database: config.dbPath, err: describeDatabaseError(config.dbPath, e) },
+      'the database does not accept writes: token reports and /ready answer 503 until it does; notifications are still delivered',
+    )
+  }
 }
+
+/** One line saying why a listener could not start, in the operator's terms. */
+export function listenFailure(what: string, host: string, port: number, e: unknown): string {
+  const code = (e as { code?: unknown } | undefined)?.code
+  const at = `cannot listen on ${host.includes(':') ? `[${host}]` : host}:${port} (${what})`
+  if (code === 'EADDRINUSE') return `${at}: the port is in use (another matrix2acrobits, or another service)`
+  if (code === 'EACCES') return `${at}: permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)`
+  if (code === 'EADDRNOTAVAIL') return `${at}: ${host} is not an address of this machine`
+  if (code === 'EINVAL' || code === 'ENOENT') return `${at}: ${host} does not resolve to an address of this machine`
+  return `${at}: ${(e as Error)?.message ?? String(e)}`
+}
+
+const readText = (path: string) => readFileSync(path, 'utf8')
 
 export async function serve(config: Config): Promise<void> {
   // Everything this process creates (the database, its journal) is readable by its owner only.
@@ -83,33 +116,87 @@ export async function serve(config: Config): Promise<void> {
   try {
     service = compose(config, { defaultMetrics: true })
   } catch (e) {
-    console.error(`matrix2acrobits: cannot open the database ${config.dbPath}: ${(e as Error).message}`)
+    console.error(`matrix2acrobits: cannot open the database ${config.dbPath}: ${describeDatabaseError(config.dbPath, e)}`)
     process.exit(1)
   }
   const { app, log, worker, store } = service
   announce(service, config)
+
+  // idleTimeout covers the longest answer the proxy gives (the notify deadline), in seconds.
+  // The routes refuse oversized bodies themselves, with a JSON 413, from Content-Length or while
+  // reading; the server's own cap (an empty 413) only stops absurd uploads.
+  const serverOptions = { hostname: config.host, idleTimeout: 60, maxRequestBodySize: 8 * 1024 * 1024 }
+  let tlsPair: { cert: string; key: string } | undefined
+  if (config.tls) {
+    const loaded = readTlsFiles(config.tls, readText)
+    if (!loaded.ok) {
+      for (const error of loaded.errors) console.error(`matrix2acrobits: invalid configuration: ${error}`)
+      process.exit(2)
+    }
+    tlsPair = { cert: loaded.cert, key: loaded.key }
+  }
   try {
-    // idleTimeout covers the longest answer the proxy gives (the notify deadline), in seconds.
-    // The routes refuse oversized bodies themselves, with a JSON 413, from Content-Length or while
-    // reading; the server's own cap (an empty 413) only stops absurd uploads.
-    app.listen({ hostname: config.host, port: config.port, idleTimeout: 60, maxRequestBodySize: 8 * 1024 * 1024 })
+    if (tlsPair === undefined) {
+      // Elysia turns reusePort on by default: a second instance would then share the port with
+      // this one, the kernel splitting requests between two configurations.
+      app.listen({ ...serverOptions, port: config.port, reusePort: false })
+    } else {
+      // A certificate is reloaded by opening a second listener on the same port and retiring the
+      // first (Bun cannot change the certificate of a running server), which needs reusePort. That
+      // would let a second instance in too: an exclusive listener first proves the port is free.
+      const probe = Bun.serve({ hostname: config.host, port: config.port, reusePort: false, fetch: () => new Response(null, { status: 503 }) })
+      const port = probe.port!
+      probe.stop(true)
+      app.listen({ ...serverOptions, port, reusePort: true, tls: tlsPair })
+    }
   } catch (e) {
-    log.fatal({ err: (e as Error).message }, `cannot listen on ${config.host}:${config.port}`)
+    log.fatal(listenFailure(tlsPair ? 'PROXY_HOST, PROXY_PORT, HTTPS' : 'PROXY_HOST, PROXY_PORT', config.host, config.port, e))
     process.exit(1)
   }
   let metricsServer: ReturnType<typeof Bun.serve> | undefined
   if (config.metricsAddress) {
-    metricsServer = Bun.serve({
-      hostname: config.metricsAddress.host,
-      port: config.metricsAddress.port,
-      fetch: (request) =>
-        new URL(request.url).pathname === '/metrics'
-          ? metricsResponse(service)
-          : Response.json(errorBody(request.url, unrecognized()), { status: 404 }),
-    })
+    try {
+      metricsServer = Bun.serve({
+        hostname: config.metricsAddress.host,
+        port: config.metricsAddress.port,
+        reusePort: false,
+        fetch: (request) =>
+          new URL(request.url).pathname === '/metrics'
+            ? metricsResponse(service)
+            : Response.json(errorBody(request.url, unrecognized()), { status: 404 }),
+      })
+    } catch (e) {
+      log.fatal(listenFailure('METRICS_ADDRESS', config.metricsAddress.host, config.metricsAddress.port, e))
+      process.exit(1)
+    }
     log.info({ address: `${metricsServer.hostname}:${metricsServer.port}` }, 'metrics listening')
   }
   worker.start()
+
+  /** Listeners replaced by a certificate reload, finishing the requests they were answering. */
+  const retiring = new Set<Promise<void>>()
+  const reloadCertificate = () => {
+    if (!config.tls) {
+      log.info('SIGHUP: nothing to reload (TLS_CERT_FILE is not set)')
+      return
+    }
+    const loaded = readTlsFiles(config.tls, readText)
+    if (!loaded.ok) {
+      log.error({ errors: loaded.errors }, 'SIGHUP: the certificate files are not usable; still serving the previous certificate')
+      return
+    }
+    const previous = app.server!
+    try {
+      app.listen({ ...serverOptions, port: previous.port!, reusePort: true, tls: { cert: loaded.cert, key: loaded.key } })
+    } catch (e) {
+      log.error({ err: (e as Error).message }, 'SIGHUP: cannot open a listener with the new certificate; still serving the previous one')
+      return
+    }
+    // New connections now reach the new listener; the old one answers what it has and closes.
+    const stopped = previous.stop(false).then(() => void retiring.delete(stopped))
+    retiring.add(stopped)
+    log.info({ cert: config.tls.certFile, valid_to: new X509Certificate(loaded.cert).validTo }, 'TLS certificate reloaded')
+  }
 
   let stopping = false
   const shutdown = async (signal: string) => {
@@ -118,7 +205,7 @@ export async function serve(config: Config): Promise<void> {
     service.startDraining()
     log.info({ signal }, 'shutting down: no new connections, finishing requests in flight')
     const grace = Bun.sleep(SHUTDOWN_GRACE_MS).then(() => 'timeout' as const)
-    const finished = await Promise.race([app.server!.stop(false).then(() => 'done' as const), grace])
+    const finished = await Promise.race([Promise.all([app.server!.stop(false), ...retiring]).then(() => 'done' as const), grace])
     if (finished === 'timeout') {
       log.warn('requests still in flight after the grace period; closing them')
       await app.server!.stop(true)
@@ -132,9 +219,18 @@ export async function serve(config: Config): Promise<void> {
   }
   process.on('SIGTERM', () => void shutdown('SIGTERM'))
   process.on('SIGINT', () => void shutdown('SIGINT'))
+  process.on('SIGHUP', () => {
+    if (!stopping) reloadCertificate()
+  })
   // Announced only once the handlers are in place: whoever waits for this line may signal at once.
   log.info(
-    { version: VERSION, address: `${app.server!.hostname}:${app.server!.port}`, port: app.server!.port, database: config.dbPath },
+    {
+      version: VERSION,
+      address: `${app.server!.hostname}:${app.server!.port}`,
+      port: app.server!.port,
+      tls: config.tls !== undefined,
+      database: config.dbPath,
+    },
     'matrix2acrobits listening',
   )
 }
@@ -175,17 +271,33 @@ const COMMAND_TABLE: readonly Command[] = [
       'server-name': { type: 'string' },
       id: { type: 'string' },
       'sender-localpart': { type: 'string' },
+      'homeserver-url': { type: 'string' },
+      'proxy-url': { type: 'string' },
       output: { type: 'string', short: 'o' },
     },
-    usage: `appservice-registration [--server-name NAME] [--id ID] [--sender-localpart NAME] [-o FILE]
+    usage: `appservice-registration [--server-name NAME] [--homeserver-url URL] [--proxy-url URL] [--id ID] [--sender-localpart NAME] [-o FILE]
   Prints a Synapse appservice registration with fresh as_token and hs_token, then the matching
   environment lines as comments. With -o, writes the registration to FILE (mode 0600, never over
-  an existing file) and prints the environment lines.
-  --server-name       default MATRIX_SERVER_NAME, else the hostname of MATRIX_HOMESERVER_URL
+  an existing file) and prints the environment lines. A value it does not know is printed
+  commented out, under a FILL IN line, so that an unedited file fails \`check\`.
+  --server-name       default MATRIX_SERVER_NAME, else the hostname of the homeserver URL
+  --homeserver-url    MATRIX_HOMESERVER_URL for the environment lines (default: the environment's)
+  --proxy-url         PROXY_URL, the base URL at which Synapse reaches this proxy (default: the environment's)
   --id                registration id (default matrix2acrobits)
   --sender-localpart  the appservice's own user (default matrix2acrobits)`,
     run: (v, _a, env) =>
-      runRegistration(env, { serverName: str(v['server-name']), id: str(v.id), senderLocalpart: str(v['sender-localpart']), output: str(v.output) }, consoleIo),
+      runRegistration(
+        env,
+        {
+          serverName: str(v['server-name']),
+          homeserverUrl: str(v['homeserver-url']),
+          proxyUrl: str(v['proxy-url']),
+          id: str(v.id),
+          senderLocalpart: str(v['sender-localpart']),
+          output: str(v.output),
+        },
+        consoleIo,
+      ),
   },
   {
     words: ['tokens', 'list'],

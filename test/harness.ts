@@ -59,8 +59,18 @@ export async function readAnswer(response: Response) {
   return { status: response.status, json, text, headers: response.headers }
 }
 
+const madeDirs: string[] = []
+
+/** Removes every folder tempDir() made that is still there (test/preload.ts runs it after the last file). */
+export function removeTempDirs() {
+  for (const dir of madeDirs.splice(0)) rmSync(dir, { recursive: true, force: true })
+}
+
+/** A fresh folder under the temporary folder, removed at the latest after the last test file. */
 export function tempDir(prefix = 'm2a-') {
-  return mkdtempSync(join(tmpdir(), prefix))
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  madeDirs.push(dir)
+  return dir
 }
 
 export function captureLogs() {

@@ -9,10 +9,10 @@ import { lookup as dnsLookup } from 'node:dns/promises'
 import { isIP } from 'node:net'
 import { isLoopbackHost, isPrivateAddress } from '../client-address.ts'
 import { dirname } from 'node:path'
-import { missingFor, type Config } from '../config.ts'
+import { MEMORY_DB, missingFor, type Config } from '../config.ts'
 import { createMatrixClient, MatrixError, type FetchFn, type MatrixClient } from '../matrix/client.ts'
 import { redactUserinfo } from '../secrets.ts'
-import { openSqliteStore } from '../store/sqlite.ts'
+import { describeDatabaseError, openSqliteStore } from '../store/sqlite.ts'
 import { withTimeout } from '../timeout.ts'
 import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, type CliIo, type Env, type ExitCode } from './common.ts'
 
@@ -91,7 +91,8 @@ export async function runCheck(env: Env, options: CheckOptions, io: CliIo): Prom
   const lookupTimeoutMs = options.lookupTimeoutMs ?? 5_000
 
   io.out('database')
-  checkDatabase(config, ok, fail)
+  if (config.dbPath === MEMORY_DB) warn('PUSH_TOKEN_DB_PATH is :memory: the service keeps the tokens in memory only, lost at every restart')
+  else checkDatabase(config, ok, fail)
 
   io.out('homeserver')
   const matrix = createMatrixClient({ homeserverUrl: config.homeserverUrl!, asToken: config.asToken, timeoutMs: config.matrixTimeoutMs, fetch: options.fetch })
@@ -159,7 +160,7 @@ function checkDatabase(config: Config, ok: (t: string) => void, fail: (t: string
       fail(`${failing.length} pusher calls keep failing; the latest error (${last.userId}): ${last.lastError}`)
     }
   } catch (e) {
-    fail(`${config.dbPath} is not usable: ${(e as Error).message}`)
+    fail(`${config.dbPath} is not usable: ${describeDatabaseError(config.dbPath, e)}`)
   } finally {
     store?.close()
   }

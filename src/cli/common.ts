@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs'
 import pino, { type Logger } from 'pino'
 import { loadConfig, type Config } from '../config.ts'
 import { createLogger } from '../log.ts'
-import { openSqliteStore } from '../store/sqlite.ts'
+import { describeDatabaseError, openSqliteStore } from '../store/sqlite.ts'
 import type { TokenStore } from '../store/types.ts'
 
 /** The same codes as `serve`: 0 success, 1 a runtime failure, 2 invalid configuration or usage. */
@@ -47,17 +47,17 @@ export function openExistingStore(config: Config, io: CliIo): TokenStore | undef
   try {
     return openSqliteStore(config.dbPath)
   } catch (e) {
-    io.err(`matrix2acrobits: cannot open the database ${config.dbPath}: ${(e as Error).message}`)
+    io.err(`matrix2acrobits: cannot open the database ${config.dbPath}: ${describeDatabaseError(config.dbPath, e)}`)
     return undefined
   }
 }
 
 /**
  * The service's components log as they work; a command reports in sentences of its own, so their
- * log lines are shown (on stderr, keeping stdout for results) only with LOGLEVEL=DEBUG.
+ * log lines are shown (on stderr, keeping stdout for results) only with LOGLEVEL=DEBUG (or TRACE).
  */
 export function commandLogger(config: Config): Logger {
-  if (config.logLevel !== 'debug') return pino({ level: 'silent' })
+  if (config.logLevel !== 'debug' && config.logLevel !== 'trace') return pino({ level: 'silent' })
   return createLogger(config, pino.destination({ dest: 2, sync: true }))
 }
 

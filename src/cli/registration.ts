@@ -11,6 +11,10 @@ import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, type CliIo, type Env
 
 export interface RegistrationOptions {
   serverName?: string
+  /** MATRIX_HOMESERVER_URL for the env lines (default: the environment's). */
+  homeserverUrl?: string
+  /** PROXY_URL, the proxy's base URL as Synapse reaches it (default: the environment's). */
+  proxyUrl?: string
   id?: string
   senderLocalpart?: string
   /** Write the YAML to this file (mode 0600, never over an existing file) instead of stdout. */
@@ -64,8 +68,21 @@ export function registrationYaml(r: Registration): string {
 
 const LOCALPART = /^[a-z0-9._=\-/+]+$/
 
+function envLine(name: string, value: string | undefined, example: string, what: string): string[] {
+  if (value !== undefined) return [`${name}=${value}`]
+  return [`# FILL IN ${name}: ${what}; then remove the "# " below`, `# ${name}=${example}`]
+}
+
 export function runRegistration(env: Env, options: RegistrationOptions, io: CliIo): ExitCode {
-  const config = configOrReport(env, io)
+  // The options stand for the variables they fill in, and are checked as those are.
+  const config = configOrReport(
+    {
+      ...env,
+      ...(options.homeserverUrl !== undefined && { MATRIX_HOMESERVER_URL: options.homeserverUrl }),
+      ...(options.proxyUrl !== undefined && { PROXY_URL: options.proxyUrl }),
+    },
+    io,
+  )
   if (!config) return EXIT_CONFIG
   const serverName = options.serverName?.trim() || config.serverName
   if (serverName === undefined) {
@@ -89,11 +106,13 @@ export function runRegistration(env: Env, options: RegistrationOptions, io: CliI
     userRegex: usersRegex(serverName),
   }
   const yaml = registrationYaml(registration)
+  // A value not known here is written commented out, with what to fill in: an unedited file then
+  // leaves the variable unset, and `check` names it, instead of a placeholder running as a setting.
   const envLines = [
-    `MATRIX_HOMESERVER_URL=${config.homeserverUrl ?? 'https://matrix.example.org'}`,
+    ...envLine('MATRIX_HOMESERVER_URL', config.homeserverUrl, 'https://matrix.example.org', "the homeserver's client-server API URL (or pass --homeserver-url)"),
     `MATRIX_SERVER_NAME=${serverName}`,
     `MATRIX_AS_TOKEN=${registration.asToken}`,
-    `PROXY_URL=${config.proxyUrl ?? 'https://push.example.org'}`,
+    ...envLine('PROXY_URL', config.proxyUrl, 'https://push.example.org', 'the base URL at which Synapse reaches this proxy (or pass --proxy-url)'),
   ]
   if (options.output !== undefined) {
     try {
@@ -111,6 +130,6 @@ export function runRegistration(env: Env, options: RegistrationOptions, io: CliI
   io.out(yaml.trimEnd())
   io.out('')
   io.out('# Environment for matrix2acrobits (its EnvironmentFile), matching this registration:')
-  for (const line of envLines) io.out(`# ${line}`)
+  for (const line of envLines) io.out(line.startsWith('#') ? line : `# ${line}`)
   return EXIT_OK
 }

@@ -15,7 +15,7 @@ import type { Metrics } from '../metrics.ts'
 import type { PusherWorker } from '../pusher/worker.ts'
 import { constantTimeEqual, tokenHash } from '../secrets.ts'
 import { slidingWindow } from '../sliding-window.ts'
-import { isBusyError } from '../store/sqlite.ts'
+import { describeDatabaseError, isBusyError } from '../store/sqlite.ts'
 import type { ChangeGuard, Registration, TokenStore } from '../store/types.ts'
 import { withTimeout } from '../timeout.ts'
 import { resolveMatrixUser } from './identity.ts'
@@ -134,7 +134,7 @@ export function createReportService(deps: ReportServiceDeps) {
             await Bun.sleep(pause)
             continue
           }
-          log.error({ selector: report.selector, err: (e as Error).message }, 'token store unavailable; report not stored')
+          log.error({ selector: report.selector, err: describeDatabaseError(deps.config.dbPath, e) }, 'token store unavailable; report not stored')
           throw unavailable('The token store is unavailable; try again later', 5)
         }
       }

@@ -4,7 +4,7 @@
  */
 import { Database, type Statement } from 'bun:sqlite'
 import { accessSync, closeSync, constants, mkdirSync, openSync, chmodSync, existsSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { basename, dirname } from 'node:path'
 import { migrate } from './migrations.ts'
 import { JOURNAL_ROWS_PER_ACCOUNT, type ChangeGuard, type Delivery, type PusherJob, type PusherOp, type PusherPlanner, type Registration, type RegistrationInput, type SaveOptions, type TokenStore } from './types.ts'
 
@@ -275,6 +275,23 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
 
 /** SQLite's (extended) result code of an error thrown by bun:sqlite, or '' for any other error. */
 const sqliteCode = (e: unknown) => String((e as { code?: unknown } | undefined)?.code ?? '')
+
+/**
+ * What keeps the database from being used, in the operator's terms. SQLite says "attempt to write
+ * a readonly database" both for a read-only file and for a read-only folder; only the second is
+ * fixed on the folder: in WAL mode SQLite creates `<file>-wal` and `<file>-shm` beside the file.
+ */
+export function describeDatabaseError(path: string, e: unknown): string {
+  const message = e instanceof Error ? e.message : String(e)
+  const code = sqliteCode(e)
+  if (path === ':memory:' || !(/^SQLITE_READONLY/.test(code) || /readonly database/.test(message))) return message
+  const dir = dirname(path)
+  if (code === 'SQLITE_READONLY_DIRECTORY' || !isWritable(dir)) {
+    return `${message}: the folder ${dir} must be writable by this user too, for SQLite's WAL files (${basename(path)}-wal and -shm) beside the database`
+  }
+  if (!isWritable(path)) return `${message}: the file ${path} is read-only for this user`
+  return message
+}
 
 /** Another connection holds the lock: the write may succeed if tried again shortly. */
 export const isBusyError = (e: unknown) => sqliteCode(e).startsWith('SQLITE_BUSY')

@@ -48,6 +48,13 @@ describe('check', () => {
     expect(r.stdout + r.stderr).not.toContain(synapse.asToken)
   })
 
+  test('PUSH_TOKEN_DB_PATH=:memory: is warned about, and no file of that name is made', async () => {
+    const r = await runCommand(['check'], env({ PUSH_TOKEN_DB_PATH: ':memory:' }), dir)
+    expect(r.exitCode).toBe(0)
+    expect(r.stdout).toContain('  warn  PUSH_TOKEN_DB_PATH is :memory: the service keeps the tokens in memory only')
+    expect(existsSync(join(dir, ':memory:'))).toBe(false)
+  })
+
   test('--user names a real user: exit 0 when it exists, 1 when it does not', async () => {
     const alice = await runCommand(['check', '--user', '@alice:example.org'], env())
     expect(alice.exitCode).toBe(0)

@@ -2,6 +2,7 @@
 import { afterAll, describe, expect, test } from 'bun:test'
 import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { binaryPath } from '../e2e/binary.ts'
 import { tempDir } from '../harness.ts'
 import { runCommand } from './run.ts'
 
@@ -61,7 +62,10 @@ describe('appservice-registration', () => {
 
   test('-o writes the registration with mode 0600, prints the env lines, and never overwrites a file', async () => {
     const file = join(dir, 'registration.yaml')
-    const r = await runCommand(['appservice-registration', '--server-name', 'example.org', '-o', file, '--id', 'push', '--sender-localpart', 'pushbot'])
+    const r = await runCommand([
+      'appservice-registration', '--server-name', 'example.org', '-o', file, '--id', 'push', '--sender-localpart', 'pushbot',
+      '--homeserver-url', 'https://matrix.example.org', '--proxy-url', 'https://push.example.org',
+    ])
     expect(r.exitCode).toBe(0)
     expect(statSync(file).mode & 0o777).toBe(0o600)
     const reg = Bun.YAML.parse(readFileSync(file, 'utf8')) as Registration
@@ -75,6 +79,41 @@ describe('appservice-registration', () => {
     const again = await runCommand(['appservice-registration', '--server-name', 'example.org', '-o', existing])
     expect(again.exitCode).toBe(1)
     expect(readFileSync(existing, 'utf8')).toBe('as_token: keep-me\n')
+  })
+
+  test('-o without the URLs writes them commented out: an unedited env file fails `check` naming what to fill in', async () => {
+    const file = join(dir, 'unedited.yaml')
+    const envFile = join(dir, 'unedited.env')
+    const r = await runCommand(['appservice-registration', '--server-name', 'example.org', '-o', file])
+    expect(r.exitCode).toBe(0)
+    writeFileSync(envFile, r.stdout)
+    expect(r.stdout).toContain('# FILL IN MATRIX_HOMESERVER_URL: ')
+    expect(r.stdout).toContain('\n# MATRIX_HOMESERVER_URL=https://matrix.example.org\n')
+    expect(r.stdout).toContain('# FILL IN PROXY_URL: ')
+    expect(r.stdout).toContain('\n# PROXY_URL=https://push.example.org\n')
+    // As step 3 of the README loads it, without a single edit.
+    const check = Bun.spawn(['sh', '-c', `set -a; . "${envFile}"; set +a; exec "$0" check`, binaryPath()], {
+      env: { PATH: process.env.PATH ?? '', PUSH_TOKEN_DB_PATH: join(dir, 'unedited.db') },
+      stdout: 'pipe',
+      stderr: 'pipe',
+    })
+    const [out, code] = await Promise.all([new Response(check.stdout).text(), check.exited])
+    expect(code).toBe(2)
+    expect(out).toContain('FAIL  MATRIX_HOMESERVER_URL is not set')
+    expect(out).toContain('FAIL  PROXY_URL is not set')
+    expect(out).not.toContain('FAIL  MATRIX_AS_TOKEN')
+  })
+
+  test('--homeserver-url and --proxy-url are checked like the variables they fill in', async () => {
+    const r = await runCommand(['appservice-registration', '--proxy-url', 'https://push.example.org/some/path', '--homeserver-url', 'https://matrix.example.com'])
+    expect(r.exitCode).toBe(2)
+    expect(r.stderr).toContain('PROXY_URL: "https://push.example.org/some/path" has the path /some/path')
+    expect(r.stdout).toBe('')
+    const good = await runCommand(['appservice-registration', '--homeserver-url', 'https://matrix.example.com', '--proxy-url', 'https://push.example.com'])
+    expect(good.exitCode).toBe(0)
+    expect(good.stdout).toContain('# MATRIX_SERVER_NAME=matrix.example.com\n')
+    expect(good.stdout).toContain('# PROXY_URL=https://push.example.com\n')
+    expect(good.stdout).not.toContain('FILL IN')
   })
 
   test('without any server name, or with a bad one, exits 2 saying what to set', async () => {

@@ -11,8 +11,24 @@ export interface CommandResult {
   stderr: string
 }
 
-export async function runCommand(args: string[], env: Record<string, string> = {}, cwd?: string): Promise<CommandResult> {
-  const proc = Bun.spawn([binaryPath(), ...args], { env: { PATH: process.env.PATH ?? '', ...env }, cwd, stdout: 'pipe', stderr: 'pipe' })
+/**
+ * `command` runs the executable some other way (as another user, say). A command that is expected
+ * to exit but does not is killed after `timeoutMs`, so that a regression fails instead of hanging.
+ */
+export async function runCommand(
+  args: string[],
+  env: Record<string, string> = {},
+  cwd?: string,
+  options: { command?: string[]; timeoutMs?: number } = {},
+): Promise<CommandResult> {
+  const proc = Bun.spawn([...(options.command ?? [binaryPath()]), ...args], {
+    env: { PATH: process.env.PATH ?? '', ...env },
+    cwd,
+    stdout: 'pipe',
+    stderr: 'pipe',
+    timeout: options.timeoutMs ?? 20_000,
+    killSignal: 'SIGKILL',
+  })
   const [stdout, stderr, exitCode] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
   return { exitCode, stdout, stderr }
 }

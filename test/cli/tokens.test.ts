@@ -3,7 +3,7 @@
  * Synapse, on a database seeded the way the service writes it.
  */
 import { afterAll, beforeEach, describe, expect, test } from 'bun:test'
-import { existsSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { planPusherCalls } from '../../src/report/plan.ts'
 import { tokenHash } from '../../src/secrets.ts'
@@ -38,7 +38,7 @@ const env = (extra: Record<string, string> = {}) => ({
 
 /** A fresh database with alice (messages and calls tokens), bob, and an account without a token; no pusher calls queued. */
 function seed() {
-  dbPath = join(tempDir('m2a-tokens-db-'), 'push_tokens.db')
+  dbPath = join(mkdtempSync(join(dir, 'db-')), 'push_tokens.db')
   const store = openSqliteStore(dbPath)
   const none = planPusherCalls(false)
   store.saveRegistration(

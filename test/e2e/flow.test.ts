@@ -3,7 +3,7 @@
  * HTTP to a fake Synapse and a fake PNM; stopped and started again on the same database.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { statSync } from 'node:fs'
+import { rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { startFakePnm, type FakePnm } from '../fakes/pnm.ts'
 import { startFakeSynapse, type FakeSynapse } from '../fakes/synapse.ts'
@@ -35,6 +35,8 @@ afterAll(async () => {
   for (const b of running) if (b.proc.exitCode === null) b.proc.kill('SIGKILL')
   synapse.stop()
   pnm.stop()
+  await Promise.all(running.map((b) => b.proc.exited))
+  rmSync(dir, { recursive: true, force: true })
 })
 
 async function start(extra: Record<string, string> = {}) {

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from 'bun:test'
-import { writeFileSync } from 'node:fs'
+import { rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { APP_ID, SELECTOR, TOKEN, eventually, startHarness, tempDir, type Harness } from '../harness.ts'
 
@@ -131,6 +131,7 @@ describe('POST /api/client/push_token_report', () => {
     const none = await h.report({ selector: 'NOBODY:1', token_msgs: 't', app_id_msgs: APP_ID })
     expect(none.status).toBe(400)
     expect(none.json.error).toContain('username')
+    rmSync(dir, { recursive: true, force: true })
   })
 
   test('a changed token deletes the old pusher (kind: null) and registers the new one', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { writeFileSync } from 'node:fs'
+import { rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadConfig } from '../../src/config.ts'
 import { tempDir } from '../harness.ts'
@@ -41,9 +41,32 @@ describe('loadConfig', () => {
     expect(c.pushGatewayUrl).toBe('https://push.example.org/_matrix/push/v1/notify')
   })
 
-  test('PROXY_URL with a path prefix, or already the full gateway URL, never doubles the path', () => {
-    expect(ok({ PROXY_URL: 'https://x.org/m2a//' }).pushGatewayUrl).toBe('https://x.org/m2a/_matrix/push/v1/notify')
+  test('PROXY_URL: a path of its own is invalid (Synapse wants exactly /_matrix/push/v1/notify); the full gateway URL is accepted', () => {
+    expect(errors({ PROXY_URL: 'https://x.org/m2a//' })[0]).toStartWith('PROXY_URL: "https://x.org/m2a//" has the path /m2a//: Synapse accepts a push gateway only at /_matrix/push/v1/notify')
+    expect(errors({ PROXY_URL: 'https://x.org/m2a/_matrix/push/v1/notify' })[0]).toStartWith('PROXY_URL:')
+    expect(errors({ PROXY_URL: 'https://x.org/?a=1' })[0]).toStartWith('PROXY_URL:')
     expect(ok({ PROXY_URL: 'https://x.org/_matrix/push/v1/notify' }).pushGatewayUrl).toBe('https://x.org/_matrix/push/v1/notify')
+    expect(ok({ PROXY_URL: 'https://x.org:8443/_matrix/push/v1/notify/' }).proxyUrl).toBe('https://x.org:8443')
+  })
+
+  test('PROXY_HOST and the host of METRICS_ADDRESS are IP addresses or host names', () => {
+    expect(ok({ PROXY_HOST: '::1' }).host).toBe('::1')
+    expect(ok({ PROXY_HOST: '[::1]' }).host).toBe('::1')
+    expect(ok({ PROXY_HOST: 'localhost' }).host).toBe('localhost')
+    expect(errors({ PROXY_HOST: 'a b' })).toEqual(['PROXY_HOST: "a b" is not an IP address or host name'])
+    expect(errors({ METRICS_ADDRESS: '-x-:1' })).toEqual(['METRICS_ADDRESS: "-x-" is not an IP address or host name'])
+  })
+
+  test('PUSH_TOKEN_DB_PATH=:memory: is SQLite\'s in-memory database, not a file in the working directory', () => {
+    expect(ok({ PUSH_TOKEN_DB_PATH: ':memory:' }).dbPath).toBe(':memory:')
+  })
+
+  test('TLS_CERT_FILE and TLS_KEY_FILE come together and must be readable PEM', () => {
+    expect(errors({ TLS_CERT_FILE: '/x/cert.pem' })).toEqual(['TLS_KEY_FILE: not set, but TLS_CERT_FILE is: HTTPS needs both'])
+    const e = errors({ TLS_CERT_FILE: '/nonexistent/cert.pem', TLS_KEY_FILE: '/nonexistent/key.pem' })
+    expect(e).toHaveLength(2)
+    expect(e[0]).toStartWith('TLS_CERT_FILE: cannot read "/nonexistent/cert.pem"')
+    expect(e[1]).toStartWith('TLS_KEY_FILE: cannot read "/nonexistent/key.pem"')
   })
 
   test('abuse limits: defaults, values, and invalid values named', () => {
@@ -79,6 +102,10 @@ describe('loadConfig', () => {
     expect(ok({ LOGLEVEL: 'Warning' }).logLevel).toBe('warn')
     expect(ok({ LOGLEVEL: 'CRITICAL' }).logLevel).toBe('fatal')
     expect(ok({ LOGLEVEL: 'error' }).logLevel).toBe('error')
+    // The names the log lines themselves print.
+    expect(ok({ LOGLEVEL: 'fatal' }).logLevel).toBe('fatal')
+    expect(ok({ LOGLEVEL: 'warn' }).logLevel).toBe('warn')
+    expect(errors({ LOGLEVEL: 'loud' })[0]).toStartWith('LOGLEVEL:')
   })
 
   test('PUSHER_FORMAT, PNM_VERB and AUTH_MODE take their documented values in any case', () => {
@@ -125,6 +152,7 @@ describe('loadConfig', () => {
     writeFileSync(join(dir, 'good.json'), '[{"matrix_id":"@a:b","number":"100"}]')
     expect(errors({ MAPPING_FILE: join(dir, 'bad.json') })[0]).toStartWith('MAPPING_FILE:')
     expect(ok({ MAPPING_FILE: join(dir, 'good.json') }).mapping[0]!.matrixId).toBe('@a:b')
+    rmSync(dir, { recursive: true, force: true })
   })
 
   test('address lists for TRUST_PROXY and NOTIFY_ALLOWED_IPS', () => {
