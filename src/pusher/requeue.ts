@@ -26,9 +26,9 @@ export function requeuePusher(store: TokenStore, r: Registration): PusherJob[] |
   if (r.matrixUserId === undefined || r.tokenMsgs === undefined || r.appIdMsgs === undefined) return []
   const plan = planPusherCalls(true)
   try {
-    const { jobs } = store.saveRegistration({ ...r, matrixUserId: r.matrixUserId }, r.updatedAt, (previous, next) => {
+    const { jobs } = store.saveRegistration({ ...r, matrixUserId: r.matrixUserId }, r.updatedAt, (previous, next, sharing) => {
       if (!sameRow(previous, r)) throw new ChangedMeanwhile()
-      return plan(previous, next)
+      return plan(previous, next, sharing)
     })
     return jobs.filter((j) => j.action === 'set')
   } catch (e) {

@@ -14,14 +14,20 @@ const pusherOf = (r: Registration | undefined) =>
     : undefined
 
 export function planPusherCalls(enabled: boolean): PusherPlanner {
-  return (previous, next) => {
+  return (previous, next, sharing) => {
     if (!enabled) return []
     const before = pusherOf(previous)
     const after = pusherOf(next)
     const ops: PusherOp[] = []
     const same =
       before !== undefined && after !== undefined && before.userId === after.userId && before.appId === after.appId && before.pushkey === after.pushkey
-    if (before && !same) ops.push({ action: 'delete', ...before })
+    if (before && !same) {
+      // Synapse keeps one pusher per (user, app id, token): when another account of the same user
+      // still has this token, the pusher stays and names that account instead of being deleted.
+      const other = sharing?.(before.userId, before.appId, before.pushkey, previous!.selector)
+      if (other) ops.push({ action: 'set', ...before, selector: other.selector })
+      else ops.push({ action: 'delete', ...before })
+    }
     if (after) ops.push({ action: 'set', ...after })
     return ops
   }

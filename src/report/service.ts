@@ -120,7 +120,7 @@ export function createReportService(deps: ReportServiceDeps) {
               : { ...report, matrixUserId: userId, createdAt: now, updatedAt: now }
           const plan = planPusherCalls(pushersEnabled)
           const imported: ChangeGuard = (previous) => previous.matrixUserId === undefined && (sameDevice(previous) || unclaimedImport(previous))
-          return deps.store.removeRegistration(report.selector, now, (previous, next) => plan(previous ?? fromReport, next), (previous) => ownedByReporter(previous) || imported(previous))
+          return deps.store.removeRegistration(report.selector, now, (previous, next, sharing) => plan(previous ?? fromReport, next, sharing), (previous) => ownedByReporter(previous) || imported(previous))
         }
       }
       let result: ReturnType<typeof write>

@@ -6,7 +6,7 @@ import { Database, type Statement } from 'bun:sqlite'
 import { accessSync, closeSync, constants, mkdirSync, openSync, chmodSync, existsSync } from 'node:fs'
 import { basename, dirname } from 'node:path'
 import { migrate } from './migrations.ts'
-import { JOURNAL_ROWS_PER_ACCOUNT, type ChangeGuard, type Delivery, type PusherJob, type PusherOp, type PusherPlanner, type Registration, type RegistrationInput, type SaveOptions, type TokenStore } from './types.ts'
+import { JOURNAL_ROWS_PER_ACCOUNT, type ChangeGuard, type Delivery, type PusherJob, type PusherOp, type PusherPlanner, type Registration, type RegistrationInput, type SaveOptions, type SharedPusherLookup, type TokenStore } from './types.ts'
 
 interface RegistrationRow {
   selector: string
@@ -117,6 +117,9 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
     byPushkey: db.prepare<RegistrationRow, [string, string]>(
       'SELECT * FROM registrations WHERE token_msgs = ? AND app_id_msgs = ?',
     ),
+    sharing: db.prepare<RegistrationRow, [string, string, string, string]>(
+      'SELECT * FROM registrations WHERE token_msgs = ? AND app_id_msgs = ? AND matrix_user_id = ? AND selector <> ? ORDER BY updated_at DESC, selector LIMIT 1',
+    ),
     bySelector: db.prepare<RegistrationRow, [string, string, string]>(
       'SELECT * FROM registrations WHERE selector = ? AND token_msgs = ? AND app_id_msgs = ?',
     ),
@@ -139,6 +142,9 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
     supersede: db.prepare<null, Record<string, string>>(`
       DELETE FROM pusher_jobs WHERE selector = $selector
         AND (action = 'set' OR (user_id = $user_id AND app_id = $app_id AND pushkey = $pushkey))`),
+    // A removed account's pending `set`s would register its pusher again after its removal (or
+    // name it in a pusher it shared with another account of the same user).
+    dropSets: db.prepare<null, [string]>("DELETE FROM pusher_jobs WHERE selector = ? AND action = 'set'"),
     insertJob: db.prepare<JobRow, Record<string, string | number>>(`
       INSERT INTO pusher_jobs (selector, action, user_id, app_id, pushkey, next_attempt_at, created_at)
       VALUES ($selector, $action, $user_id, $app_id, $pushkey, $now, $now) RETURNING *`),
@@ -164,8 +170,9 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
     pendingCount: db.prepare<{ n: number }, []>('SELECT count(*) AS n FROM pusher_jobs'),
   }
 
-  const queue = (selector: string, ops: PusherOp[], now: number): PusherJob[] =>
+  const queue = (changed: string, ops: PusherOp[], now: number): PusherJob[] =>
     ops.map((op) => {
+      const selector = op.selector ?? changed
       if (op.action === 'set') {
         q.supersede.run({ selector, user_id: op.userId, app_id: op.appId, pushkey: op.pushkey })
       }
@@ -173,6 +180,11 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
         q.insertJob.get({ selector, action: op.action, user_id: op.userId, app_id: op.appId, pushkey: op.pushkey, now })!,
       )
     })
+
+  const sharing: SharedPusherLookup = (userId, appId, pushkey, exceptSelector) => {
+    const row = q.sharing.get(pushkey, appId, userId, exceptSelector)
+    return row ? toRegistration(row) : undefined
+  }
 
   const get = (selector: string) => {
     const row = q.get.get(selector)
@@ -193,7 +205,7 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
       now,
     })
     const next = get(input.selector)!
-    const jobs = queue(input.selector, plan(previous, next), now)
+    const jobs = queue(input.selector, plan(previous, next, sharing), now)
     const evicted: Registration[] = []
     if (options.maxPerUser !== undefined) {
       const excess = q.countOfUser.get(input.matrixUserId)!.n - options.maxPerUser
@@ -201,7 +213,8 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
         for (const row of q.oldestOfUser.all(input.matrixUserId, input.selector, excess).map(toRegistration)) {
           q.delete.run(row.selector)
           q.deleteDeliveries.run(row.selector)
-          jobs.push(...queue(row.selector, plan(row, undefined), now))
+          q.dropSets.run(row.selector)
+          jobs.push(...queue(row.selector, plan(row, undefined, sharing), now))
           evicted.push(row)
         }
       }
@@ -215,8 +228,9 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Toke
     if (previous) {
       q.delete.run(selector)
       q.deleteDeliveries.run(selector)
+      q.dropSets.run(selector)
     }
-    return { previous, jobs: queue(selector, plan(previous, undefined), now), refused: false, evicted: [] }
+    return { previous, jobs: queue(selector, plan(previous, undefined, sharing), now), refused: false, evicted: [] }
   })
 
 

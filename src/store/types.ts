@@ -44,6 +44,11 @@ export interface PusherOp {
   readonly userId: string
   readonly appId: string
   readonly pushkey: string
+  /**
+   * The account the call is for (its selector goes into the pusher's data, and the call is queued
+   * behind that account's others); the changed account when unset.
+   */
+  readonly selector?: string
 }
 
 export interface PusherJob extends PusherOp {
@@ -54,8 +59,14 @@ export interface PusherJob extends PusherOp {
   readonly lastError?: string
 }
 
+/**
+ * Another account of the same Matrix user with the same message token (two accounts of one user
+ * on one phone share one Synapse pusher), the most recently reported; asked inside the transaction.
+ */
+export type SharedPusherLookup = (userId: string, appId: string, pushkey: string, exceptSelector: string) => Registration | undefined
+
 /** Decides, from the row before and after a change, which pusher calls it owes. */
-export type PusherPlanner = (previous: Registration | undefined, next: Registration | undefined) => PusherOp[]
+export type PusherPlanner = (previous: Registration | undefined, next: Registration | undefined, sharing?: SharedPusherLookup) => PusherOp[]
 
 /**
  * Whether a change may touch the row stored before it (the account's owner, say). Asked inside the

@@ -172,3 +172,44 @@ describe('the delivery journal', () => {
     expect(h.store.deliveries(SELECTOR)).toEqual([])
   })
 })
+
+describe('two accounts of the same user on one device token', () => {
+  const C_SELECTOR = 'CCCC0E0E6E553673C54F29105A0647204C416A2A:0000CCCC'
+  const reportAliceC = (token = TOKEN) => h.report({ selector: C_SELECTOR, token_msgs: token, app_id_msgs: APP_ID, username: 'alice', password: 'alice-password' })
+
+  test('share one Synapse pusher; removing one account re-points it at the other instead of deleting it', async () => {
+    h = await startHarness()
+    await reportAlice()
+    await reportAliceC()
+    expect(h.synapse.pushers().map((p) => [p.user_id, p.data.selector])).toEqual([[ALICE, C_SELECTOR]])
+    const removed = await h.request('POST', '/api/client/account_removal_report', { selector: C_SELECTOR, username: 'alice', password: 'alice-password' })
+    expect(removed.status).toBe(200)
+    await eventually(() => h.store.pendingJobs().length === 0)
+    expect(h.synapse.pusherCalls().filter((c) => c.body.kind === null)).toEqual([])
+    expect(h.synapse.pushers().map((p) => [p.user_id, p.data.selector])).toEqual([[ALICE, SELECTOR]])
+    await push(ALICE, '$still-alice')
+    expect(h.pnm.bodies().at(-1)).toMatchObject({ Id: '$still-alice', Selector: SELECTOR })
+  })
+
+  test("one account's new token leaves the shared pusher of the old token to the other account", async () => {
+    h = await startHarness()
+    await reportAlice()
+    await reportAliceC()
+    await reportAlice('alice-second-phone-token-0123')
+    await eventually(() => h.store.pendingJobs().length === 0)
+    expect(h.synapse.pushers().map((p) => [p.pushkey, p.data.selector]).sort()).toEqual([
+      [TOKEN, C_SELECTOR],
+      ['alice-second-phone-token-0123', SELECTOR],
+    ].sort())
+  })
+
+  test('removing the last account of the user on that token deletes the pusher', async () => {
+    h = await startHarness()
+    await reportAlice()
+    await reportAliceC()
+    await h.request('POST', '/api/client/account_removal_report', { selector: C_SELECTOR, username: 'alice', password: 'alice-password' })
+    await h.request('POST', '/api/client/account_removal_report', { selector: SELECTOR, username: 'alice', password: 'alice-password' })
+    await eventually(() => h.store.pendingJobs().length === 0)
+    expect(h.synapse.pushers()).toEqual([])
+  })
+})
