@@ -181,13 +181,13 @@ export function createApp(deps: AppDeps) {
     )
     .get('/health', () => ({ status: 'ok' }))
     .get(OPENAPI_PATH, () => openApiDocument())
-    .get('/ready', ({ set }) => {
+    .get('/ready', async ({ set }) => {
       if (deps.draining()) {
         set.status = 503
         return { status: 'draining' }
       }
       try {
-        deps.store.probeWritable()
+        await deps.store.probeWritable()
       } catch (e) {
         set.status = 503
         return { status: 'database unavailable', error: (e as Error).message }
@@ -219,8 +219,9 @@ export function createApp(deps: AppDeps) {
 
 export async function metricsResponse(deps: Pick<AppDeps, 'metrics' | 'store'>): Promise<Response> {
   try {
-    deps.metrics.storedTokens.set(deps.store.countRegistrations())
-    deps.metrics.pusherJobsPending.set(deps.store.countPendingJobs())
+    const [tokens, pending] = await Promise.all([deps.store.countRegistrations(), deps.store.countPendingJobs()])
+    deps.metrics.storedTokens.set(tokens)
+    deps.metrics.pusherJobsPending.set(pending)
   } catch {
     // A database fault must not hide the other metrics.
   }

@@ -61,9 +61,9 @@ export function configOrExit(env: Record<string, string | undefined>): Config {
  * What the configuration leaves out, said once at start: one warning per missing variable, naming
  * everything that waits for it.
  */
-function announce(service: Service, config: Config) {
+async function announce(service: Service, config: Config) {
   const { log } = service
-  for (const note of service.store.migrationNotes()) log.info({ database: config.dbPath }, note)
+  for (const note of await service.store.migrationNotes()) log.info({ database: config.dbPath }, note)
   const missing = missingFor(config)
   if (config.pushGatewayUrl === undefined) {
     log.warn('PROXY_URL is not set: pushers are not registered on the homeserver; tokens are still stored and notifications still forwarded')
@@ -87,7 +87,7 @@ function announce(service: Service, config: Config) {
   }
   if (config.dbPath === MEMORY_DB) log.warn('PUSH_TOKEN_DB_PATH is :memory: the tokens are kept in memory only and lost when the process stops')
   try {
-    service.store.probeWritable()
+    await service.store.probeWritable()
   } catch (e) {
     log.warn(
       { database: config.dbPath, err: describeDatabaseError(config.dbPath, e) },
@@ -120,7 +120,7 @@ export async function serve(config: Config): Promise<void> {
     process.exit(1)
   }
   const { app, log, worker, store } = service
-  announce(service, config)
+  await announce(service, config)
 
   // idleTimeout covers the longest answer the proxy gives (the notify deadline), in seconds.
   // The routes refuse oversized bodies themselves, with a JSON 413, from Content-Length or while
@@ -212,8 +212,8 @@ export async function serve(config: Config): Promise<void> {
     }
     metricsServer?.stop(true)
     await worker.stop()
-    service.journal.flush()
-    store.close()
+    await service.journal.flush()
+    await store.close()
     log.info('stopped')
     process.exit(0)
   }

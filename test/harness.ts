@@ -136,8 +136,8 @@ export async function startHarness(options: HarnessOptions = {}) {
     notify: (notification: Record<string, unknown>) => request('POST', '/_matrix/push/v1/notify', { notification }),
     async close() {
       await service.worker.stop()
-      service.journal.flush()
-      service.store.close()
+      await service.journal.flush()
+      await service.store.close()
       synapse.stop()
       pnm.stop()
       rmSync(dir, { recursive: true, force: true })

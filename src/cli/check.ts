@@ -95,7 +95,7 @@ export async function runCheck(env: Env, options: CheckOptions, io: CliIo): Prom
 
   io.out('database')
   if (config.dbPath === MEMORY_DB) warn('PUSH_TOKEN_DB_PATH is :memory: the service keeps the tokens in memory only, lost at every restart')
-  else checkDatabase(config, ok, fail)
+  else await checkDatabase(config, ok, fail)
 
   io.out('homeserver')
   const matrix = createMatrixClient({ homeserverUrl: config.homeserverUrl!, asToken: config.asToken, timeoutMs: config.matrixTimeoutMs, fetch: options.fetch })
@@ -138,7 +138,7 @@ export async function runCheck(env: Env, options: CheckOptions, io: CliIo): Prom
   return failures === 0 ? EXIT_OK : EXIT_FAILED
 }
 
-function checkDatabase(config: Config, ok: (t: string) => void, fail: (t: string) => void) {
+async function checkDatabase(config: Config, ok: (t: string) => void, fail: (t: string) => void) {
   if (!existsSync(config.dbPath)) {
     // Not created here: `check` is often run by hand, as another user than the service.
     let dir = dirname(config.dbPath)
@@ -154,9 +154,9 @@ function checkDatabase(config: Config, ok: (t: string) => void, fail: (t: string
   let store
   try {
     store = openSqliteStore(config.dbPath)
-    store.probeWritable()
-    const pending = store.pendingJobs()
-    ok(`${config.dbPath} is writable: ${store.countRegistrations()} accounts, ${pending.length} pusher calls pending`)
+    await store.probeWritable()
+    const pending = await store.pendingJobs()
+    ok(`${config.dbPath} is writable: ${await store.countRegistrations()} accounts, ${pending.length} pusher calls pending`)
     const failing = pending.filter((j) => j.lastError !== undefined)
     if (failing.length > 0) {
       const last = failing[failing.length - 1]!
@@ -165,7 +165,7 @@ function checkDatabase(config: Config, ok: (t: string) => void, fail: (t: string
   } catch (e) {
     fail(`${config.dbPath} is not usable: ${describeDatabaseError(config.dbPath, e)}`)
   } finally {
-    store?.close()
+    await store?.close()
   }
 }
 

@@ -39,7 +39,7 @@ export async function settle(
   for (;;) {
     await worker.runSelector(selector)
     const ids = new Set(jobIds)
-    const ofSelector = store.pendingJobs().filter((j) => j.selector === selector)
+    const ofSelector = (await store.pendingJobs()).filter((j) => j.selector === selector)
     const left = ofSelector.filter((j) => ids.has(j.id))
     if (left.length === 0) return { ok: true }
     const failed = left.find((j) => j.lastError !== undefined)

@@ -28,9 +28,9 @@ export async function runPushTest(env: Env, selector: string, io: CliIo, options
   if (!store) return EXIT_FAILED
   let row
   try {
-    row = store.getRegistration(selector)
+    row = await store.getRegistration(selector)
   } finally {
-    store.close()
+    await store.close()
   }
   if (!row) {
     io.err(`matrix2acrobits: no registration with selector ${printable(selector)}`)

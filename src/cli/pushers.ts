@@ -32,7 +32,7 @@ export async function runPushersSync(env: Env, options: { verbose?: boolean }, i
     let changed = 0
     let tokenless = 0
     let userless = 0
-    for (const r of store.listRegistrations()) {
+    for (const r of await store.listRegistrations()) {
       if (r.tokenMsgs === undefined || r.appIdMsgs === undefined) {
         tokenless++
         continue
@@ -41,7 +41,7 @@ export async function runPushersSync(env: Env, options: { verbose?: boolean }, i
         userless++
         continue
       }
-      const jobs = requeuePusher(store, r)
+      const jobs = await requeuePusher(store, r)
       if (jobs === 'changed') changed++
       else queued.push({ r, jobIds: jobs.map((j) => j.id) })
     }
@@ -75,6 +75,6 @@ export async function runPushersSync(env: Env, options: { verbose?: boolean }, i
     io.out(parts.join(', '))
     return failed > 0 ? EXIT_FAILED : EXIT_OK
   } finally {
-    store.close()
+    await store.close()
   }
 }

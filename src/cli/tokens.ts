@@ -51,27 +51,22 @@ const ownerOf = (r: Registration) => r.matrixUserId ?? '(imported from the Go pr
 
 const hashOrDash = (token: string | undefined) => (token === undefined ? '-' : tokenHash(token))
 
-function withStore(env: Env, io: CliIo, run: (store: TokenStore, config: Config) => Promise<ExitCode> | ExitCode): Promise<ExitCode> | ExitCode {
+async function withStore(env: Env, io: CliIo, run: (store: TokenStore, config: Config) => Promise<ExitCode>): Promise<ExitCode> {
   const config = configOrReport(env, io)
   if (!config) return EXIT_CONFIG
   const store = openExistingStore(config, io)
   if (!store) return EXIT_FAILED
-  const close = () => store.close()
   try {
-    const result = run(store, config)
-    if (result instanceof Promise) return result.finally(close)
-    close()
-    return result
-  } catch (e) {
-    close()
-    throw e
+    return await run(store, config)
+  } finally {
+    await store.close()
   }
 }
 
 export function runTokensList(env: Env, options: { json?: boolean }, io: CliIo) {
-  return withStore(env, io, (store, config) => {
-    const rows = store.listRegistrations()
-    const pending = store.pendingJobs()
+  return withStore(env, io, async (store, config) => {
+    const rows = await store.listRegistrations()
+    const pending = await store.pendingJobs()
     if (options.json) {
       io.out(printableJson(rows.map((r) => describeRegistration(r, pending))))
       return EXIT_OK
@@ -101,15 +96,15 @@ export function runTokensList(env: Env, options: { json?: boolean }, io: CliIo) 
 }
 
 export function runTokensShow(env: Env, selector: string, options: { json?: boolean }, io: CliIo) {
-  return withStore(env, io, (store) => {
-    const r = store.getRegistration(selector)
-    const pending = store.pendingJobs().filter((j) => j.selector === selector)
+  return withStore(env, io, async (store) => {
+    const r = await store.getRegistration(selector)
+    const pending = (await store.pendingJobs()).filter((j) => j.selector === selector)
     if (!r) {
       io.err(`matrix2acrobits: no registration with selector ${printable(selector)}${pending.length ? ` (${pending.length} pusher calls still queued for it)` : ''}`)
       return EXIT_FAILED
     }
     const d = describeRegistration(r, pending)
-    const journal = store.deliveries(selector).map(describeDelivery)
+    const journal = (await store.deliveries(selector)).map(describeDelivery)
     if (options.json) {
       io.out(printableJson({ ...d, deliveries: journal }))
       return EXIT_OK
@@ -159,7 +154,7 @@ export function runTokensDelete(env: Env, selector: string, io: CliIo) {
     // The same decision the Account Removal Reporter makes (report/plan.ts); without PROXY_URL
     // this proxy registers no pushers, so there is none to delete.
     const pushersEnabled = config.pushGatewayUrl !== undefined
-    const { previous, jobs } = store.removeRegistration(selector, Date.now(), planPusherCalls(pushersEnabled))
+    const { previous, jobs } = await store.removeRegistration(selector, Date.now(), planPusherCalls(pushersEnabled))
     if (!previous) {
       io.err(`matrix2acrobits: no registration with selector ${printable(selector)}`)
       return EXIT_FAILED

@@ -14,7 +14,7 @@ export const JOURNAL_MAX_BUFFERED = 10_000
 export interface DeliveryJournal {
   record(delivery: Delivery): void
   /** Writes what is buffered now (shutdown, tests). */
-  flush(): void
+  flush(): Promise<void>
 }
 
 export function createDeliveryJournal(o: { store: TokenStore; log: Logger; flushMs?: number; maxBuffered?: number }): DeliveryJournal {
@@ -24,14 +24,14 @@ export function createDeliveryJournal(o: { store: TokenStore; log: Logger; flush
   let dropped = 0
   let timer: ReturnType<typeof setTimeout> | undefined
 
-  function flush() {
+  async function flush() {
     if (timer !== undefined) clearTimeout(timer)
     timer = undefined
     if (buffer.length === 0) return
     const batch = buffer
     buffer = []
     try {
-      o.store.recordDeliveries(batch)
+      await o.store.recordDeliveries(batch)
     } catch (e) {
       o.log.warn({ err: (e as Error).message, outcomes: batch.length }, 'delivery journal not written; these outcomes are lost to `tokens show`')
     }
@@ -49,7 +49,7 @@ export function createDeliveryJournal(o: { store: TokenStore; log: Logger; flush
       }
       buffer.push(delivery)
       if (timer === undefined) {
-        timer = setTimeout(flush, flushMs)
+        timer = setTimeout(() => void flush(), flushMs)
         timer.unref?.()
       }
     },

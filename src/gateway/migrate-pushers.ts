@@ -24,11 +24,11 @@ export interface PusherMigrator {
 export function createPusherMigrator(o: { store: TokenStore; worker: PusherWorker; log: Logger; enabled: boolean }): PusherMigrator {
   const done = new Set<string>()
 
-  function run(appId: string, pushkey: string) {
+  async function run(appId: string, pushkey: string) {
     try {
       const selectors: string[] = []
-      for (const row of o.store.listByPushkey(appId, pushkey)) {
-        const jobs = requeuePusher(o.store, row)
+      for (const row of await o.store.listByPushkey(appId, pushkey)) {
+        const jobs = await requeuePusher(o.store, row)
         if (jobs !== 'changed' && jobs.length > 0) selectors.push(row.selector)
       }
       if (selectors.length === 0) return
@@ -48,7 +48,7 @@ export function createPusherMigrator(o: { store: TokenStore; worker: PusherWorke
       if (done.has(key)) return
       if (done.size >= MAX_REMEMBERED) done.clear()
       done.add(key)
-      setTimeout(() => run(appId, pushkey), 0)
+      setTimeout(() => void run(appId, pushkey), 0)
     },
   }
 }

@@ -99,7 +99,7 @@ export function createNotifyHandler(deps: NotifyDeps) {
     const named = selectorOf(device)
     let account
     try {
-      account = named === undefined ? deps.store.findByPushkey(device.app_id, device.pushkey) : deps.store.findBySelector(device.app_id, device.pushkey, named)
+      account = await (named === undefined ? deps.store.findByPushkey(device.app_id, device.pushkey) : deps.store.findBySelector(device.app_id, device.pushkey, named))
     } catch (e) {
       // Never reject on a database error: a rejection switches the user's pushes off for good.
       dlog.error({ err: (e as Error).message }, 'token store unavailable; asking Synapse to retry')
@@ -168,7 +168,7 @@ export function createNotifyHandler(deps: NotifyDeps) {
       case 'token_invalid':
         dlog.info({ detail: outcome.detail }, 'PNM no longer knows this device token; rejecting and forgetting it')
         try {
-          deps.store.forgetPushkey(device.app_id, device.pushkey, deps.now())
+          await deps.store.forgetPushkey(device.app_id, device.pushkey, deps.now())
         } catch (e) {
           dlog.error({ err: (e as Error).message }, 'could not forget the invalid token')
         }

@@ -22,11 +22,11 @@ const sameRow = (a: Registration | undefined, b: Registration) =>
   a.appIdMsgs === b.appIdMsgs
 
 /** The `set` jobs queued, or 'changed' when a report changed the row meanwhile; rows without a Matrix user or token queue nothing. */
-export function requeuePusher(store: TokenStore, r: Registration): PusherJob[] | 'changed' {
+export async function requeuePusher(store: TokenStore, r: Registration): Promise<PusherJob[] | 'changed'> {
   if (r.matrixUserId === undefined || r.tokenMsgs === undefined || r.appIdMsgs === undefined) return []
   const plan = planPusherCalls(true)
   try {
-    const { jobs } = store.saveRegistration({ ...r, matrixUserId: r.matrixUserId }, r.updatedAt, (previous, next, sharing) => {
+    const { jobs } = await store.saveRegistration({ ...r, matrixUserId: r.matrixUserId }, r.updatedAt, (previous, next, sharing) => {
       if (!sameRow(previous, r)) throw new ChangedMeanwhile()
       return plan(previous, next, sharing)
     })

@@ -70,7 +70,7 @@ export function createPusherWorker(o: PusherWorkerOptions): PusherWorker {
     try {
       if (!o.matrix || !o.config.pushGatewayUrl) throw new MatrixError('http', 'homeserver or PROXY_URL not configured', 503)
       await o.matrix.setPusher(job.userId, pusherBody(job, o.config.pushGatewayUrl, o.config.pusherFormat))
-      o.store.completeJob(job.id)
+      await o.store.completeJob(job.id)
       o.metrics.pusherRegistrations.inc({ action: job.action, outcome: 'ok' })
       jlog.info(job.action === 'set' ? 'pusher registered' : 'pusher deleted')
       return true
@@ -87,7 +87,7 @@ export function createPusherWorker(o: PusherWorkerOptions): PusherWorker {
       o.metrics.pusherRegistrations.inc({ action: job.action, outcome: 'failed' })
       jlog.warn(fields, `pusher ${job.action} failed; will retry`)
       try {
-        o.store.rescheduleJob(job.id, o.now() + delay, err.message.slice(0, 500))
+        await o.store.rescheduleJob(job.id, o.now() + delay, err.message.slice(0, 500))
       } catch (dbError) {
         // The lease runs out and another pass picks the job up again.
         jlog.error({ err: (dbError as Error).message }, 'could not reschedule the pusher job')
@@ -98,7 +98,7 @@ export function createPusherWorker(o: PusherWorkerOptions): PusherWorker {
 
   async function drainSelector(selector: string) {
     for (;;) {
-      const job = o.store.claimNextJob(selector, o.now(), leaseMs)
+      const job = await o.store.claimNextJob(selector, o.now(), leaseMs)
       if (!job || !(await execute(job))) return
     }
   }
@@ -121,7 +121,7 @@ export function createPusherWorker(o: PusherWorkerOptions): PusherWorker {
     if (running || stopped) return
     running = true
     try {
-      await Promise.all(o.store.dueSelectors(o.now(), 32).map(runSelector))
+      await Promise.all((await o.store.dueSelectors(o.now(), 32)).map(runSelector))
     } catch (e) {
       o.log.error({ err: (e as Error).message }, 'pusher queue unavailable; will look again')
     } finally {
@@ -130,14 +130,21 @@ export function createPusherWorker(o: PusherWorkerOptions): PusherWorker {
     }
   }
 
+  /** Arms the timer once the store has said when the next job is due; callers do not wait for it. */
   function wake() {
+    void arm()
+  }
+
+  async function arm() {
     if (stopped || running) return
     let due: number | undefined
     try {
-      due = o.store.nextJobDue()
+      due = await o.store.nextJobDue()
     } catch {
       due = undefined
     }
+    // Stopped, or a pass began, while the store answered: that pass arms the timer when it ends.
+    if (stopped || running) return
     const delay = Math.max(0, Math.min(pollMs, (due ?? Infinity) - o.now()))
     if (timer) clearTimeout(timer)
     timer = setTimeout(tick, delay)

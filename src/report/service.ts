@@ -123,11 +123,11 @@ export function createReportService(deps: ReportServiceDeps) {
           return deps.store.removeRegistration(report.selector, now, (previous, next, sharing) => plan(previous ?? fromReport, next, sharing), (previous) => ownedByReporter(previous) || imported(previous))
         }
       }
-      let result: ReturnType<typeof write>
+      let result: Awaited<ReturnType<typeof write>>
       const giveUpAt = performance.now() + (deps.storeBusyWaitMs ?? STORE_BUSY_WAIT_MS)
       for (let pause = 25; ; pause = Math.min(pause * 2, 400)) {
         try {
-          result = write()
+          result = await write()
           break
         } catch (e) {
           if (isBusyError(e) && performance.now() + pause < giveUpAt) {

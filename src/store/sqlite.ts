@@ -6,7 +6,7 @@ import { Database, type Statement } from 'bun:sqlite'
 import { accessSync, closeSync, constants, mkdirSync, openSync, chmodSync, existsSync } from 'node:fs'
 import { basename, dirname } from 'node:path'
 import { migrate } from './migrations.ts'
-import { JOURNAL_ROWS_PER_ACCOUNT, type ChangeGuard, type Delivery, type PusherJob, type PusherOp, type PusherPlanner, type Registration, type RegistrationInput, type SaveOptions, type SharedPusherLookup, type TokenStore } from './types.ts'
+import { JOURNAL_ROWS_PER_ACCOUNT, type ChangeGuard, type Delivery, type PusherJob, type PusherOp, type PusherPlanner, type Registration, type RegistrationInput, type SaveOptions, type SharedPusherLookup, type SyncTokenStore, type TokenStore } from './types.ts'
 
 interface RegistrationRow {
   selector: string
@@ -86,7 +86,7 @@ function createPrivateFile(path: string) {
   chmodSync(path, 0o600)
 }
 
-function openConnection(path: string, options: { busyTimeoutMs?: number }): TokenStore {
+function openConnection(path: string, options: { busyTimeoutMs?: number }): SyncTokenStore {
   createPrivateFile(path)
   const db = new Database(path, { create: true, strict: true })
   db.run(`PRAGMA busy_timeout = ${options.busyTimeoutMs ?? 5000}`)
@@ -348,42 +348,48 @@ export function openSqliteStore(path: string, options: { busyTimeoutMs?: number 
     broken = readOnlyFile()
   }
 
-  function guarded<A extends unknown[], R>(operation: (store: TokenStore) => (...args: A) => R) {
-    return (...args: A): R => {
-      // While the file itself stays read-only, a new connection would be read-only again: keep
-      // serving reads from this one and reopen once the file can be written.
-      if (broken && !closed && !readOnlyFile()) reopen()
+  /**
+   * The connection's operation, answered as a settled promise: a failure rejects (never throws
+   * at the call), as it would on a networked engine. One promise per call, nothing more: the
+   * notify path looks a pushkey up through here on every notification.
+   */
+  function guarded<K extends keyof SyncTokenStore>(name: K): TokenStore[K] {
+    const call = (...args: unknown[]) => {
       try {
-        return operation(current)(...args)
+        // While the file itself stays read-only, a new connection would be read-only again: keep
+        // serving reads from this one and reopen once the file can be written.
+        if (broken && !closed && !readOnlyFile()) reopen()
+        return Promise.resolve((current[name] as (...a: unknown[]) => unknown)(...args))
       } catch (e) {
         if (REOPEN_AFTER.test(sqliteCode(e))) broken = true
-        throw e
+        return Promise.reject(e)
       }
     }
+    return call as unknown as TokenStore[K]
   }
 
   return {
-    saveRegistration: guarded((s) => s.saveRegistration),
-    removeRegistration: guarded((s) => s.removeRegistration),
-    getRegistration: guarded((s) => s.getRegistration),
-    listRegistrations: guarded((s) => s.listRegistrations),
-    countRegistrations: guarded((s) => s.countRegistrations),
-    findByPushkey: guarded((s) => s.findByPushkey),
-    findBySelector: guarded((s) => s.findBySelector),
-    listByPushkey: guarded((s) => s.listByPushkey),
-    recordDeliveries: guarded((s) => s.recordDeliveries),
-    deliveries: guarded((s) => s.deliveries),
-    migrationNotes: guarded((s) => s.migrationNotes),
-    forgetPushkey: guarded((s) => s.forgetPushkey),
-    dueSelectors: guarded((s) => s.dueSelectors),
-    claimNextJob: guarded((s) => s.claimNextJob),
-    completeJob: guarded((s) => s.completeJob),
-    rescheduleJob: guarded((s) => s.rescheduleJob),
-    nextJobDue: guarded((s) => s.nextJobDue),
-    pendingJobs: guarded((s) => s.pendingJobs),
-    countPendingJobs: guarded((s) => s.countPendingJobs),
-    probeWritable: guarded((s) => s.probeWritable),
-    close: () => {
+    saveRegistration: guarded('saveRegistration'),
+    removeRegistration: guarded('removeRegistration'),
+    getRegistration: guarded('getRegistration'),
+    listRegistrations: guarded('listRegistrations'),
+    countRegistrations: guarded('countRegistrations'),
+    findByPushkey: guarded('findByPushkey'),
+    findBySelector: guarded('findBySelector'),
+    listByPushkey: guarded('listByPushkey'),
+    recordDeliveries: guarded('recordDeliveries'),
+    deliveries: guarded('deliveries'),
+    migrationNotes: guarded('migrationNotes'),
+    forgetPushkey: guarded('forgetPushkey'),
+    dueSelectors: guarded('dueSelectors'),
+    claimNextJob: guarded('claimNextJob'),
+    completeJob: guarded('completeJob'),
+    rescheduleJob: guarded('rescheduleJob'),
+    nextJobDue: guarded('nextJobDue'),
+    pendingJobs: guarded('pendingJobs'),
+    countPendingJobs: guarded('countPendingJobs'),
+    probeWritable: guarded('probeWritable'),
+    close: async () => {
       closed = true
       current.close()
     },

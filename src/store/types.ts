@@ -92,42 +92,52 @@ export interface ChangeResult {
   evicted: Registration[]
 }
 
+/**
+ * Every operation answers with a promise, so that an engine reached over the network (PostgreSQL)
+ * and the embedded one (SQLite, whose calls complete at once) implement the same interface. The
+ * planner and guard passed in still run synchronously, inside the engine's transaction.
+ */
 export interface TokenStore {
   /** Upserts the row and queues the planned pusher calls, in one transaction. */
-  saveRegistration(input: RegistrationInput, now: number, plan: PusherPlanner, options?: SaveOptions): ChangeResult
+  saveRegistration(input: RegistrationInput, now: number, plan: PusherPlanner, options?: SaveOptions): Promise<ChangeResult>
   /** Deletes the row and queues the planned pusher calls, in one transaction. */
-  removeRegistration(selector: string, now: number, plan: PusherPlanner, guard?: ChangeGuard): ChangeResult
-  getRegistration(selector: string): Registration | undefined
-  listRegistrations(): Registration[]
-  countRegistrations(): number
+  removeRegistration(selector: string, now: number, plan: PusherPlanner, guard?: ChangeGuard): Promise<ChangeResult>
+  getRegistration(selector: string): Promise<Registration | undefined>
+  listRegistrations(): Promise<Registration[]>
+  countRegistrations(): Promise<number>
   /** The most recently updated account whose message token is this pushkey for this app. */
-  findByPushkey(appId: string, pushkey: string): Registration | undefined
+  findByPushkey(appId: string, pushkey: string): Promise<Registration | undefined>
   /** The account `selector` if its message token is this pushkey for this app. */
-  findBySelector(appId: string, pushkey: string, selector: string): Registration | undefined
+  findBySelector(appId: string, pushkey: string, selector: string): Promise<Registration | undefined>
   /** Every account whose message token is this pushkey for this app (one phone, several accounts). */
-  listByPushkey(appId: string, pushkey: string): Registration[]
+  listByPushkey(appId: string, pushkey: string): Promise<Registration[]>
   /**
    * Appends outcomes to the delivery journal in one transaction, keeping the newest
    * JOURNAL_ROWS_PER_ACCOUNT of each account; outcomes of accounts no longer stored are dropped.
    */
-  recordDeliveries(deliveries: readonly Delivery[]): void
+  recordDeliveries(deliveries: readonly Delivery[]): Promise<void>
   /** The account's journal, newest first. */
-  deliveries(selector: string): Delivery[]
+  deliveries(selector: string): Promise<Delivery[]>
   /** What the schema upgrades of this opening did that an operator should hear of (an import). */
-  migrationNotes(): string[]
+  migrationNotes(): Promise<string[]>
   /** Forgets a message token the PNM no longer knows; returns the rows changed. */
-  forgetPushkey(appId: string, pushkey: string, now: number): number
+  forgetPushkey(appId: string, pushkey: string, now: number): Promise<number>
   /** Accounts whose oldest pending job is due and not being worked on. */
-  dueSelectors(now: number, limit: number): string[]
+  dueSelectors(now: number, limit: number): Promise<string[]>
   /** Claims the oldest job of one selector if it is due and none of its jobs is leased. */
-  claimNextJob(selector: string, now: number, leaseMs: number): PusherJob | undefined
-  completeJob(id: number): void
-  rescheduleJob(id: number, nextAttemptAt: number, error: string): void
+  claimNextJob(selector: string, now: number, leaseMs: number): Promise<PusherJob | undefined>
+  completeJob(id: number): Promise<void>
+  rescheduleJob(id: number, nextAttemptAt: number, error: string): Promise<void>
   /** Earliest time a pending job becomes due, if any. */
-  nextJobDue(): number | undefined
-  pendingJobs(): PusherJob[]
-  countPendingJobs(): number
+  nextJobDue(): Promise<number | undefined>
+  pendingJobs(): Promise<PusherJob[]>
+  countPendingJobs(): Promise<number>
   /** A cheap write that tells whether the database accepts writes now. */
-  probeWritable(): void
-  close(): void
+  probeWritable(): Promise<void>
+  close(): Promise<void>
+}
+
+/** The same operations answered at once: what one SQLite connection does under the interface. */
+export type SyncTokenStore = {
+  [K in keyof TokenStore]: TokenStore[K] extends (...args: infer A) => Promise<infer R> ? (...args: A) => R : never
 }

@@ -18,12 +18,12 @@ const dbPath = join(dir, 'tokens.db')
 const env = (extra: Record<string, string> = {}) => ({ PNM_URL: pnm.url, PUSH_TOKEN_DB_PATH: dbPath, MATRIX_SERVER_NAME: 'example.org', ...extra })
 const NO_TOKEN = 'NOTOKEN0E6E553673C54F29105A0647204C416A2A:00000009'
 
-beforeAll(() => {
+beforeAll(async () => {
   const store = openSqliteStore(dbPath)
   const plan = planPusherCalls(false)
-  store.saveRegistration({ selector: SELECTOR, matrixUserId: '@alice:example.org', username: 'alice', tokenMsgs: TOKEN, appIdMsgs: APP_ID }, Date.now(), plan)
-  store.saveRegistration({ selector: NO_TOKEN, matrixUserId: '@carol:example.org' }, Date.now(), plan)
-  store.close()
+  await store.saveRegistration({ selector: SELECTOR, matrixUserId: '@alice:example.org', username: 'alice', tokenMsgs: TOKEN, appIdMsgs: APP_ID }, Date.now(), plan)
+  await store.saveRegistration({ selector: NO_TOKEN, matrixUserId: '@carol:example.org' }, Date.now(), plan)
+  await store.close()
 })
 afterAll(() => {
   pnm.stop()
@@ -103,9 +103,9 @@ describe('push-test', () => {
     }
     const store = openSqliteStore(dbPath)
     try {
-      expect(store.getRegistration(SELECTOR)!.tokenMsgs).toBe(TOKEN)
+      expect((await store.getRegistration(SELECTOR))!.tokenMsgs).toBe(TOKEN)
     } finally {
-      store.close()
+      await store.close()
     }
     pnm.behave(TOKEN, { kind: 'ok' })
   })

@@ -37,26 +37,26 @@ const env = (extra: Record<string, string> = {}) => ({
 })
 
 /** A fresh database with alice (messages and calls tokens), bob, and an account without a token; no pusher calls queued. */
-function seed() {
+async function seed() {
   dbPath = join(mkdtempSync(join(dir, 'db-')), 'push_tokens.db')
   const store = openSqliteStore(dbPath)
   const none = planPusherCalls(false)
-  store.saveRegistration(
+  await store.saveRegistration(
     { selector: SELECTOR, username: 'alice', matrixUserId: '@alice:example.org', tokenMsgs: TOKEN, appIdMsgs: APP_ID, tokenCalls: CALLS_TOKEN, appIdCalls: `${APP_ID}.voip` },
     1_700_000_000_000,
     none,
   )
-  store.saveRegistration({ selector: BOB_SELECTOR, username: 'bob', matrixUserId: '@bob:example.org', tokenMsgs: BOB_TOKEN, appIdMsgs: APP_ID }, 1_700_000_100_000, none)
-  store.saveRegistration({ selector: NO_TOKEN_SELECTOR, username: 'alice', matrixUserId: '@alice:example.org' }, 1_700_000_200_000, none)
-  store.close()
+  await store.saveRegistration({ selector: BOB_SELECTOR, username: 'bob', matrixUserId: '@bob:example.org', tokenMsgs: BOB_TOKEN, appIdMsgs: APP_ID }, 1_700_000_100_000, none)
+  await store.saveRegistration({ selector: NO_TOKEN_SELECTOR, username: 'alice', matrixUserId: '@alice:example.org' }, 1_700_000_200_000, none)
+  await store.close()
 }
 
-function withStore<T>(fn: (store: ReturnType<typeof openSqliteStore>) => T): T {
+async function withStore<T>(fn: (store: ReturnType<typeof openSqliteStore>) => Promise<T>): Promise<T> {
   const store = openSqliteStore(dbPath)
   try {
-    return fn(store)
+    return await fn(store)
   } finally {
-    store.close()
+    await store.close()
   }
 }
 
@@ -64,8 +64,8 @@ const noSecrets = (r: { stdout: string; stderr: string }) => {
   for (const secret of SECRETS) expect(r.stdout + r.stderr).not.toContain(secret)
 }
 
-beforeEach(() => {
-  seed()
+beforeEach(async () => {
+  await seed()
   synapse.override(undefined)
 })
 
@@ -139,9 +139,9 @@ describe('tokens', () => {
     expect(calls[0]!.query.user_id).toBe('@alice:example.org')
     expect(synapse.pushers().some((p) => p.pushkey === TOKEN)).toBe(false)
     expect(synapse.pushers().some((p) => p.pushkey === BOB_TOKEN)).toBe(true)
-    withStore((store) => {
-      expect(store.getRegistration(SELECTOR)).toBeUndefined()
-      expect(store.pendingJobs()).toEqual([])
+    await withStore(async (store) => {
+      expect(await store.getRegistration(SELECTOR)).toBeUndefined()
+      expect(await store.pendingJobs()).toEqual([])
     })
     expect((await runCommand(['tokens', 'delete', SELECTOR], env())).exitCode).toBe(1)
   })
@@ -158,9 +158,9 @@ describe('tokens', () => {
     expect(r.stderr).toContain('cannot masquerade')
     expect(r.stderr).toContain('users namespace')
     expect(r.stderr).toContain('stays queued')
-    withStore((store) => {
-      expect(store.getRegistration(SELECTOR)).toBeUndefined()
-      const jobs = store.pendingJobs()
+    await withStore(async (store) => {
+      expect(await store.getRegistration(SELECTOR)).toBeUndefined()
+      const jobs = await store.pendingJobs()
       expect(jobs.map((j) => [j.action, j.selector, j.pushkey, j.attempts])).toEqual([['delete', SELECTOR, TOKEN, 1]])
     })
     // `show` tells the operator what is still owed for a selector that is gone.
@@ -172,14 +172,14 @@ describe('tokens', () => {
     const r = await runCommand(['tokens', 'delete', SELECTOR], env({ MATRIX_AS_TOKEN: '' }))
     expect(r.exitCode).toBe(2)
     expect(r.stderr).toContain('MATRIX_AS_TOKEN is not set')
-    withStore((store) => expect(store.getRegistration(SELECTOR)).toBeDefined())
+    await withStore(async (store) => expect(await store.getRegistration(SELECTOR)).toBeDefined())
   })
 })
 
 describe('pushers sync', () => {
   test('registers every stored messages token again, as a token report would, and keeps the rows as they were', async () => {
     const before = synapse.pusherCalls().length
-    const rowsBefore = withStore((store) => store.listRegistrations())
+    const rowsBefore = await withStore((store) => store.listRegistrations())
     const r = await runCommand(['pushers', 'sync', '--verbose'], env())
     expect(r.stderr).toBe('')
     expect(r.exitCode).toBe(0)
@@ -195,9 +195,9 @@ describe('pushers sync', () => {
       expect(call.body).toMatchObject({ kind: 'http', app_id: APP_ID, append: true, data: { url: 'https://push.example.org/_matrix/push/v1/notify', format: 'event_id_only' } })
       expect(call.body.data.selector).toBe(call.query.user_id === '@alice:example.org' ? SELECTOR : BOB_SELECTOR)
     }
-    withStore((store) => {
-      expect(store.listRegistrations()).toEqual(rowsBefore)
-      expect(store.pendingJobs()).toEqual([])
+    await withStore(async (store) => {
+      expect(await store.listRegistrations()).toEqual(rowsBefore)
+      expect(await store.pendingJobs()).toEqual([])
     })
   })
 
@@ -213,7 +213,7 @@ describe('pushers sync', () => {
     expect(r.stdout).toMatch(new RegExp(`FAIL  ${BOB_SELECTOR} @bob:example.org .*has not registered this user`))
     expect(r.stdout).toContain('1 pushers registered on the homeserver, 1 failed')
     expect(synapse.pushers().filter((p) => p.pushkey === TOKEN)).toHaveLength(1)
-    withStore((store) => expect(store.pendingJobs().map((j) => [j.selector, j.action])).toEqual([[BOB_SELECTOR, 'set']]))
+    await withStore(async (store) => expect((await store.pendingJobs()).map((j) => [j.selector, j.action])).toEqual([[BOB_SELECTOR, 'set']]))
     // `check` reports the call that keeps failing.
     const check = await runCommand(['check'], env({ PNM_URL: 'http://127.0.0.1:1/pnm2/send' }))
     expect(check.exitCode).toBe(1)
@@ -224,7 +224,7 @@ describe('pushers sync', () => {
     const r = await runCommand(['pushers', 'sync'], env({ MATRIX_HOMESERVER_URL: 'http://127.0.0.1:9' }))
     expect(r.exitCode).toBe(1)
     expect(r.stdout).toContain('0 pushers registered on the homeserver, 2 failed')
-    withStore((store) => expect(store.pendingJobs()).toHaveLength(2))
+    await withStore(async (store) => expect(await store.pendingJobs()).toHaveLength(2))
   })
 
   test('without PROXY_URL there is nothing to register: exit 2', async () => {

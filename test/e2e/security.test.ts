@@ -425,8 +425,8 @@ describe('operator output', () => {
       appIdMsgs: 'com.evil\u202eppa',
     }
     const store = openSqliteStore(dbPath)
-    store.saveRegistration(evil, Date.now(), planPusherCalls(false))
-    store.close()
+    await store.saveRegistration(evil, Date.now(), planPusherCalls(false))
+    await store.close()
     const env = { PUSH_TOKEN_DB_PATH: dbPath, MATRIX_SERVER_NAME: 'example.org' }
     const raw = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/
 

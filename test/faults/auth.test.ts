@@ -43,7 +43,7 @@ describe('AUTH_MODE=matrix: failed attempts', () => {
     expect(limited.json.error).toMatch(/Too many failed attempts/)
     // The guesses past the limit never reach the homeserver; nothing was stored.
     expect(logins()).toBe(5)
-    expect(h!.store.listRegistrations()).toHaveLength(0)
+    expect(await h!.store.listRegistrations()).toHaveLength(0)
     // Another user behind the same address is not affected.
     expect((await attempt('bob', 'bob-password')).status).toBe(200)
   })
@@ -86,7 +86,7 @@ describe('AUTH_MODE=matrix: failed attempts', () => {
     // The same user from a different client behind the same proxy is still served.
     const other = await attempt('alice', 'alice-password', { 'x-forwarded-for': '198.51.100.7' })
     expect(other.status).toBe(200)
-    expect(h!.store.getRegistration(selector(1))?.matrixUserId).toBe('@alice:example.org')
+    expect((await h!.store.getRegistration(selector(1)))?.matrixUserId).toBe('@alice:example.org')
     expect(h!.logs.parsed().filter((l) => /TRUST_PROXY is not set/.test(l.msg ?? ''))).toHaveLength(0)
   })
 

@@ -54,7 +54,7 @@ describe('locked by another process', () => {
   test('reports get 503 with Retry-After, notifications are still delivered, and it recovers', async () => {
     const { h, path } = await harnessOnFile()
     expect((await h.report(reportOf(1))).status).toBe(200)
-    const before = h.store.listRegistrations()
+    const before = await h.store.listRegistrations()
 
     // Another process holds the write lock longer than the busy timeout.
     const other = new Database(path)
@@ -70,9 +70,9 @@ describe('locked by another process', () => {
     expect((await h.request('GET', '/health')).status).toBe(200)
 
     other.run('ROLLBACK')
-    expect(h.store.listRegistrations()).toEqual(before)
+    expect(await h.store.listRegistrations()).toEqual(before)
     expect((await h.report(reportOf(2))).status).toBe(200)
-    expect(h.store.getRegistration(selector(2))?.tokenMsgs).toBe(`${TOKEN}-2`)
+    expect((await h.store.getRegistration(selector(2)))?.tokenMsgs).toBe(`${TOKEN}-2`)
   })
 
   test('a report waits for a short lock without freezing the process, then is stored', async () => {
@@ -93,7 +93,7 @@ describe('locked by another process', () => {
     expect(reportDone).toBe(false)
     other.run('COMMIT')
     expect((await waiting).status).toBe(200)
-    expect(h.store.getRegistration(selector(2))?.tokenMsgs).toBe(`${TOKEN}-2`)
+    expect((await h.store.getRegistration(selector(2)))?.tokenMsgs).toBe(`${TOKEN}-2`)
   })
 
   test('the service waits for locks in short steps (SERVICE_BUSY_TIMEOUT_MS)', async () => {
@@ -120,7 +120,7 @@ describe('unusable store', () => {
     // A closed connection fails every read, as a store that cannot be read at all would.
     h = await startHarness()
     await h.report({ selector: SELECTOR, token_msgs: TOKEN, app_id_msgs: APP_ID, username: 'alice', password: 'alice-password' })
-    h.store.close()
+    await h.store.close()
     const res = await h.notify(notification('$db-gone', APP_ID, TOKEN))
     expect(res.status).toBe(503)
     expect(res.json.errcode).toBe('M_UNAVAILABLE')
@@ -144,14 +144,14 @@ describe('disk full', () => {
     }
     expect(refused?.status).toBe(503)
     expect(h.logs.parsed().some((l) => /full/.test(l.err ?? ''))).toBe(true)
-    expect(h.store.getRegistration(selector(refused!.n))).toBeUndefined()
-    for (const n of ok) expect(h.store.getRegistration(selector(n))).toBeDefined()
+    expect(await h.store.getRegistration(selector(refused!.n))).toBeUndefined()
+    for (const n of ok) expect(await h.store.getRegistration(selector(n))).toBeDefined()
     // Reads go on: the stored token still gets its notification.
     expect((await h.notify(notification('$full', APP_ID, `${TOKEN}-0`))).json).toEqual({ rejected: [] })
 
     db.run('PRAGMA max_page_count = 1073741823')
     expect((await h.report(reportOf(refused!.n))).status).toBe(200)
-    expect(h.store.getRegistration(selector(refused!.n))).toBeDefined()
+    expect(await h.store.getRegistration(selector(refused!.n))).toBeDefined()
   })
 })
 

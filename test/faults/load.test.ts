@@ -125,8 +125,8 @@ describe('concurrent reports for one account', () => {
       tokens.map((token) => h!.report({ selector: SELECTOR, token_msgs: token, app_id_msgs: APP_ID, username: 'alice', password: 'alice-password' })),
     )
     expect(results.map((r) => r.status)).toEqual(tokens.map(() => 200))
-    await eventually(() => h!.store.pendingJobs().length === 0, 5000)
-    const rows = h.store.listRegistrations()
+    await eventually(async () => (await h!.store.pendingJobs()).length === 0, 5000)
+    const rows = await h.store.listRegistrations()
     expect(rows).toHaveLength(1)
     const pushers = h.synapse.pushers()
     expect(pushers).toHaveLength(1)

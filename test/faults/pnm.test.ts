@@ -46,9 +46,9 @@ describe('PNM answers', () => {
     expect(res.status).toBe(200)
     expect(res.json).toEqual({ rejected: [TOKEN] })
     expect(h.pnm.requests).toHaveLength(1)
-    expect(h.store.findByPushkey(APP_ID, TOKEN)).toBeUndefined()
+    expect(await h.store.findByPushkey(APP_ID, TOKEN)).toBeUndefined()
     // The account itself stays: the next report brings a fresh token.
-    expect(h.store.getRegistration(SELECTOR)?.matrixUserId).toBe('@alice:example.org')
+    expect((await h.store.getRegistration(SELECTOR))?.matrixUserId).toBe('@alice:example.org')
   })
 
   test('HTTP 200 with code 404 in the body counts as 404', async () => {
@@ -56,7 +56,7 @@ describe('PNM answers', () => {
     h.pnm.behave(TOKEN, { kind: 'status', status: 200, body: JSON.stringify({ code: 404, response: 'unknown token' }) })
     const res = await h.notify(notification('$gone2', APP_ID, TOKEN))
     expect(res.json).toEqual({ rejected: [TOKEN] })
-    expect(h.store.findByPushkey(APP_ID, TOKEN)).toBeUndefined()
+    expect(await h.store.findByPushkey(APP_ID, TOKEN)).toBeUndefined()
   })
 
   test('400: logged, not rejected, not retried, answered 200; the token is kept', async () => {
@@ -66,7 +66,7 @@ describe('PNM answers', () => {
     expect(res.status).toBe(200)
     expect(res.json).toEqual({ rejected: [] })
     expect(h.pnm.requests).toHaveLength(1)
-    expect(h.store.findByPushkey(APP_ID, TOKEN)?.selector).toBe(SELECTOR)
+    expect((await h.store.findByPushkey(APP_ID, TOKEN))?.selector).toBe(SELECTOR)
     expect(errors(h).some((l) => /PNM refused/.test(l.msg))).toBe(true)
   })
 
@@ -89,7 +89,7 @@ describe('PNM answers', () => {
       expect(res.json.errcode).toBe('M_UNKNOWN')
       expect(typeof res.json.error).toBe('string')
       expect(h.pnm.requests).toHaveLength(3)
-      expect(h.store.findByPushkey(APP_ID, TOKEN)?.selector).toBe(SELECTOR)
+      expect((await h.store.findByPushkey(APP_ID, TOKEN))?.selector).toBe(SELECTOR)
     })
   }
 
@@ -118,7 +118,7 @@ describe('PNM answers', () => {
     const res = await h.notify(notification('$drop', APP_ID, TOKEN))
     expect(res.status).toBe(502)
     expect(h.logs.parsed().filter((l) => l.msg === 'PNM attempt failed')).toHaveLength(3)
-    expect(h.store.findByPushkey(APP_ID, TOKEN)?.selector).toBe(SELECTOR)
+    expect((await h.store.findByPushkey(APP_ID, TOKEN))?.selector).toBe(SELECTOR)
   })
 
   test('PNM unreachable (nothing listens): retried, then 502', async () => {

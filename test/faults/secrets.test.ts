@@ -66,7 +66,7 @@ describe('logs at DEBUG across the whole flow', () => {
     await eventually(() => h!.logs.parsed().some((l) => l.msg === 'pusher set failed; will retry'))
     h.synapse.override(undefined)
     expect((await h.request('POST', '/api/client/account_removal_report', full)).status).toBe(200)
-    await eventually(() => h!.store.pendingJobs().length === 0, 5000)
+    await eventually(async () => (await h!.store.pendingJobs()).length === 0, 5000)
 
     const text = h.logs.lines.join('\n')
     expect(h.logs.lines.length).toBeGreaterThan(20)
@@ -121,16 +121,16 @@ describe('secret comparisons', () => {
 })
 
 describe('file modes', () => {
-  test('the database, its WAL and shared-memory files are 0600 in a 0700 folder, whatever the umask', () => {
+  test('the database, its WAL and shared-memory files are 0600 in a 0700 folder, whatever the umask', async () => {
     const previous = process.umask(0o022)
     const root = tempDir()
     try {
       const dir = join(root, 'state', 'nested')
       const path = join(dir, 'push_tokens.db')
       const store = openSqliteStore(path)
-      store.saveRegistration({ selector: SELECTOR, matrixUserId: '@alice:example.org', tokenMsgs: TOKEN_MSGS, appIdMsgs: APP_ID }, 1, () => [])
+      await store.saveRegistration({ selector: SELECTOR, matrixUserId: '@alice:example.org', tokenMsgs: TOKEN_MSGS, appIdMsgs: APP_ID }, 1, () => [])
       const modes = Object.fromEntries(readdirSync(dir).map((f) => [f, (statSync(join(dir, f)).mode & 0o777).toString(8)]))
-      store.close()
+      await store.close()
       expect(modes).toEqual({ 'push_tokens.db': '600', 'push_tokens.db-wal': '600', 'push_tokens.db-shm': '600' })
       expect((statSync(dir).mode & 0o777).toString(8)).toBe('700')
     } finally {

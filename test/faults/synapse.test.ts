@@ -39,10 +39,10 @@ describe('Synapse answers 5xx', () => {
     h.synapse.override((req) => (req.path === SET && ++calls <= 2 ? Response.json({ errcode: 'M_UNKNOWN', error: 'boom' }, { status: 500 }) : undefined))
     const res = await report(h)
     expect(res.status).toBe(200)
-    expect(h.store.getRegistration(SELECTOR)?.tokenMsgs).toBe(TOKEN)
+    expect((await h.store.getRegistration(SELECTOR))?.tokenMsgs).toBe(TOKEN)
     await eventually(() => h.synapse.pushers().length === 1)
     expect(h.synapse.pusherCalls()).toHaveLength(3)
-    await eventually(() => h.store.pendingJobs().length === 0)
+    await eventually(async () => (await h.store.pendingJobs()).length === 0)
   })
 
   test('retries back off and are bounded by the maximum delay', async () => {
@@ -51,7 +51,7 @@ describe('Synapse answers 5xx', () => {
     await report(h)
     await eventually(() => h.synapse.pusherCalls().length >= 5, 5000)
     const at = h.synapse.pusherCalls().length
-    const job = h.store.pendingJobs()[0]!
+    const job = (await h.store.pendingJobs())[0]!
     expect(job.attempts).toBeGreaterThanOrEqual(4)
     expect(job.lastError).toContain('503')
     // In 500 ms a 160 ms cap allows at most a handful more calls: no tight loop.
@@ -80,8 +80,8 @@ describe('Synapse answers 429', () => {
       return undefined
     })
     expect((await report(h)).status).toBe(200)
-    await eventually(() => h.store.pendingJobs()[0]?.attempts === 1)
-    expect(h.store.pendingJobs()[0]!.nextAttemptAt - first).toBeGreaterThanOrEqual(700)
+    await eventually(async () => (await h.store.pendingJobs())[0]?.attempts === 1)
+    expect((await h.store.pendingJobs())[0]!.nextAttemptAt - first).toBeGreaterThanOrEqual(700)
     await eventually(() => h.synapse.pushers().length === 1, 5000)
     expect(second - first).toBeGreaterThanOrEqual(650)
   })
@@ -97,11 +97,11 @@ describe('Synapse refuses the appservice (403)', () => {
       const username = name.startsWith('has not') ? 'carol' : 'alice'
       const res = await report(h, TOKEN, username)
       expect(res.status).toBe(200)
-      await eventually(() => h.store.pendingJobs()[0]?.attempts === 1)
+      await eventually(async () => (await h.store.pendingJobs())[0]?.attempts === 1)
       const failure = h.logs.parsed().find((l) => l.msg === 'pusher set failed; will retry')!
       expect(failure.status).toBe(403)
       expect(failure.hint).toContain('namespace')
-      expect(h.store.pendingJobs()[0]!.nextAttemptAt - Date.now()).toBeGreaterThan(55_000)
+      expect((await h.store.pendingJobs())[0]!.nextAttemptAt - Date.now()).toBeGreaterThan(55_000)
       await Bun.sleep(300)
       expect(h.synapse.pusherCalls()).toHaveLength(1)
     })
@@ -128,11 +128,11 @@ describe('Synapse down', () => {
       }),
     )
     expect(res.status).toBe(200)
-    await eventually(() => (h!.store.pendingJobs()[0]?.attempts ?? 0) >= 2)
-    expect(h.store.pendingJobs()[0]!.lastError).toMatch(/unreachable/)
+    await eventually(async () => ((await h!.store.pendingJobs())[0]?.attempts ?? 0) >= 2)
+    expect((await h.store.pendingJobs())[0]!.lastError).toMatch(/unreachable/)
     switchable.up()
     await eventually(() => h!.synapse.pushers().length === 1, 5000)
-    await eventually(() => h!.store.pendingJobs().length === 0)
+    await eventually(async () => (await h!.store.pendingJobs()).length === 0)
   })
 
   test('AUTH_MODE=matrix: the password cannot be checked, so 503 (never 401) and nothing stored', async () => {
@@ -141,7 +141,7 @@ describe('Synapse down', () => {
     const res = await h.report({ selector: SELECTOR, token_msgs: TOKEN, app_id_msgs: APP_ID, username: 'alice', password: 'alice-password' })
     expect(res.status).toBe(503)
     expect(res.json.error).toMatch(/homeserver/)
-    expect(h.store.listRegistrations()).toHaveLength(0)
+    expect(await h.store.listRegistrations()).toHaveLength(0)
   })
 })
 
@@ -150,20 +150,20 @@ describe('the outbox', () => {
     const h = await harness()
     h.synapse.override(failing(500))
     expect((await report(h)).status).toBe(200)
-    await eventually(() => (h.store.pendingJobs()[0]?.attempts ?? 0) >= 1)
+    await eventually(async () => ((await h.store.pendingJobs())[0]?.attempts ?? 0) >= 1)
     // "Crash": the first service goes away; a new one opens the same file.
     await h.worker.stop()
-    h.store.close()
+    await h.store.close()
     h.synapse.override(undefined)
     const restarted = compose(h.config, { pusherRetryBaseMs: 50, pusherRetryMaxMs: 200, logDestination: h.logs.stream })
     cleanups.push(async () => {
       await restarted.worker.stop()
-      restarted.store.close()
+      await restarted.store.close()
     })
-    expect(restarted.store.pendingJobs()).toHaveLength(1)
+    expect(await restarted.store.pendingJobs()).toHaveLength(1)
     restarted.worker.start()
     await eventually(() => h.synapse.pushers().length === 1, 5000)
-    await eventually(() => restarted.store.pendingJobs().length === 0)
+    await eventually(async () => (await restarted.store.pendingJobs()).length === 0)
     expect(h.synapse.pushers()[0]!.pushkey).toBe(TOKEN)
   })
 
@@ -171,14 +171,14 @@ describe('the outbox', () => {
     const h = await harness()
     h.synapse.override(failing(500))
     await report(h, TOKEN)
-    await eventually(() => (h.store.pendingJobs()[0]?.attempts ?? 0) >= 1)
+    await eventually(async () => ((await h.store.pendingJobs())[0]?.attempts ?? 0) >= 1)
     await report(h, TOKEN_B)
-    const pending = h.store.pendingJobs()
+    const pending = await h.store.pendingJobs()
     expect(pending.some((j) => j.action === 'set' && j.pushkey === TOKEN)).toBe(false)
     expect(pending.some((j) => j.action === 'set' && j.pushkey === TOKEN_B)).toBe(true)
     const before = h.synapse.pusherCalls().length
     h.synapse.override(undefined)
-    await eventually(() => h.store.pendingJobs().length === 0, 5000)
+    await eventually(async () => (await h.store.pendingJobs()).length === 0, 5000)
     const after = h.synapse.pusherCalls().slice(before)
     expect(after.some((c) => c.body.kind === 'http' && c.body.pushkey === TOKEN)).toBe(false)
     expect(h.synapse.pushers().map((p) => p.pushkey)).toEqual([TOKEN_B])

@@ -79,8 +79,8 @@ describe('two accounts of two users on one device token', () => {
     await reportBob()
     h.pnm.forget(TOKEN)
     expect((await push(ALICE, '$gone')).map((r) => r.body)).toEqual([{ rejected: [TOKEN] }])
-    expect(h.store.getRegistration(SELECTOR)!.tokenMsgs).toBeUndefined()
-    expect(h.store.getRegistration(BOB_SELECTOR)!.tokenMsgs).toBeUndefined()
+    expect((await h.store.getRegistration(SELECTOR))!.tokenMsgs).toBeUndefined()
+    expect((await h.store.getRegistration(BOB_SELECTOR))!.tokenMsgs).toBeUndefined()
     // Bob's pusher answers rejected at its next push without asking the PNM again.
     const sent = h.pnm.requests.length
     expect((await push(BOB, '$gone-too')).map((r) => r.body)).toEqual([{ rejected: [TOKEN] }])
@@ -141,9 +141,9 @@ describe('the delivery journal', () => {
     h.pnm.behave(TOKEN, { kind: 'status', status: 400 })
     await push(ALICE, '$two')
     // Nothing written yet: the notify answered without a database write for the journal.
-    expect(h.store.deliveries(SELECTOR)).toEqual([])
-    h.journal.flush()
-    const rows = h.store.deliveries(SELECTOR)
+    expect(await h.store.deliveries(SELECTOR)).toEqual([])
+    await h.journal.flush()
+    const rows = await h.store.deliveries(SELECTOR)
     expect(rows.map((r) => [r.eventId, r.outcome, r.pnmStatus])).toEqual([
       ['$two', 'dropped', 400],
       ['$one', 'delivered', 200],
@@ -155,8 +155,8 @@ describe('the delivery journal', () => {
 
     h.pnm.behave(TOKEN, { kind: 'ok' })
     for (let i = 0; i < JOURNAL_ROWS_PER_ACCOUNT + 5; i++) await push(ALICE, `$bulk-${i}`)
-    h.journal.flush()
-    const kept = h.store.deliveries(SELECTOR)
+    await h.journal.flush()
+    const kept = await h.store.deliveries(SELECTOR)
     expect(kept).toHaveLength(JOURNAL_ROWS_PER_ACCOUNT)
     expect(kept[0]!.eventId).toBe(`$bulk-${JOURNAL_ROWS_PER_ACCOUNT + 4}`)
     expect(kept.at(-1)!.eventId).toBe('$bulk-5')
@@ -166,10 +166,10 @@ describe('the delivery journal', () => {
     h = await startHarness({ compose: { journalFlushMs: 60_000 } })
     await reportAlice()
     await push(ALICE, '$x')
-    h.journal.flush()
-    expect(h.store.deliveries(SELECTOR)).toHaveLength(1)
+    await h.journal.flush()
+    expect(await h.store.deliveries(SELECTOR)).toHaveLength(1)
     await h.request('POST', '/api/client/account_removal_report', { selector: SELECTOR, username: 'alice', password: 'alice-password' })
-    expect(h.store.deliveries(SELECTOR)).toEqual([])
+    expect(await h.store.deliveries(SELECTOR)).toEqual([])
   })
 })
 
@@ -184,7 +184,7 @@ describe('two accounts of the same user on one device token', () => {
     expect(h.synapse.pushers().map((p) => [p.user_id, p.data.selector])).toEqual([[ALICE, C_SELECTOR]])
     const removed = await h.request('POST', '/api/client/account_removal_report', { selector: C_SELECTOR, username: 'alice', password: 'alice-password' })
     expect(removed.status).toBe(200)
-    await eventually(() => h.store.pendingJobs().length === 0)
+    await eventually(async () => (await h.store.pendingJobs()).length === 0)
     expect(h.synapse.pusherCalls().filter((c) => c.body.kind === null)).toEqual([])
     expect(h.synapse.pushers().map((p) => [p.user_id, p.data.selector])).toEqual([[ALICE, SELECTOR]])
     await push(ALICE, '$still-alice')
@@ -196,7 +196,7 @@ describe('two accounts of the same user on one device token', () => {
     await reportAlice()
     await reportAliceC()
     await reportAlice('alice-second-phone-token-0123')
-    await eventually(() => h.store.pendingJobs().length === 0)
+    await eventually(async () => (await h.store.pendingJobs()).length === 0)
     expect(h.synapse.pushers().map((p) => [p.pushkey, p.data.selector]).sort()).toEqual([
       [TOKEN, C_SELECTOR],
       ['alice-second-phone-token-0123', SELECTOR],
@@ -209,7 +209,7 @@ describe('two accounts of the same user on one device token', () => {
     await reportAliceC()
     await h.request('POST', '/api/client/account_removal_report', { selector: C_SELECTOR, username: 'alice', password: 'alice-password' })
     await h.request('POST', '/api/client/account_removal_report', { selector: SELECTOR, username: 'alice', password: 'alice-password' })
-    await eventually(() => h.store.pendingJobs().length === 0)
+    await eventually(async () => (await h.store.pendingJobs()).length === 0)
     expect(h.synapse.pushers()).toEqual([])
   })
 })

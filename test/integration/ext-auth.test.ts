@@ -48,7 +48,7 @@ describe('AUTH_MODE=ext', () => {
     expect(chat).toHaveLength(1)
     expect(chat[0]!.query).toEqual({ users: '1' })
     expect(chat[0]!.authorization).toMatch(/^Bearer [\w-]+\.[\w-]+\.[\w-]+$/)
-    expect(h.store.getRegistration(SELECTOR)!.matrixUserId).toBe('@giacomo:example.org')
+    expect((await h.store.getRegistration(SELECTOR))!.matrixUserId).toBe('@giacomo:example.org')
     expect(h.synapse.pushers().map((p) => p.user_id)).toEqual(['@giacomo:example.org'])
     // The users list is kept in MAPPING_FILE's shape: numbers and sub-numbers name users.
     const entries = h.directory.entries()
@@ -77,7 +77,7 @@ describe('AUTH_MODE=ext', () => {
     expect((await report('nochat', 'Nochat,1234')).status).toBe(403)
     expect((await report('noclaim', 'x')).status).toBe(403)
     expect(cti.calls('/api/chat')).toHaveLength(0)
-    expect(h.store.listRegistrations()).toEqual([])
+    expect(await h.store.listRegistrations()).toEqual([])
   })
 
   test('a good check is cached keyed by the password: another password asks the CTI again', async () => {

@@ -52,12 +52,12 @@ describe('reading the Go rows', () => {
     expect(fromGoRow({ ...base, selector: '', token_msgs: 'tok', appid_msgs: APP_ID }, 7)).toBeUndefined()
   })
 
-  test('a database of ours that never had the Go table imports nothing and says nothing', () => {
+  test('a database of ours that never had the Go table imports nothing and says nothing', async () => {
     const dir = tempDir('m2a-go-')
     dirs.push(dir)
     const store = openSqliteStore(join(dir, 'fresh.db'))
-    expect(store.migrationNotes()).toEqual([])
-    store.close()
+    expect(await store.migrationNotes()).toEqual([])
+    await store.close()
   })
 })
 
@@ -66,9 +66,9 @@ describe('an imported row without a Matrix user', () => {
 
   test('is claimed by the report that carries its token; registered with the selector then', async () => {
     h = await startHarness({ env: { PUSH_TOKEN_DB_PATH: goDb([[SELECTOR, TOKEN, APP_ID]]) } })
-    expect(h.store.getRegistration(SELECTOR)).toMatchObject({ matrixUserId: undefined, tokenMsgs: TOKEN })
+    expect(await h!.store.getRegistration(SELECTOR)).toMatchObject({ matrixUserId: undefined, tokenMsgs: TOKEN })
     expect((await report(TOKEN)).status).toBe(200)
-    expect(h.store.getRegistration(SELECTOR)!.matrixUserId).toBe('@alice:example.org')
+    expect((await h.store.getRegistration(SELECTOR))!.matrixUserId).toBe('@alice:example.org')
     // No pusher deletion for the Go row: there was no user to delete it for.
     expect(h.synapse.pusherCalls().map((c) => [c.query.user_id, c.body.kind, c.body.data?.selector])).toEqual([['@alice:example.org', 'http', SELECTOR]])
   })
@@ -77,7 +77,7 @@ describe('an imported row without a Matrix user', () => {
     h = await startHarness({ env: { PUSH_TOKEN_DB_PATH: goDb([[SELECTOR, TOKEN, APP_ID]]) } })
     const res = await report('some-other-token-0123456789')
     expect(res.status).toBe(403)
-    expect(h.store.getRegistration(SELECTOR)).toMatchObject({ matrixUserId: undefined, tokenMsgs: TOKEN })
+    expect(await h!.store.getRegistration(SELECTOR)).toMatchObject({ matrixUserId: undefined, tokenMsgs: TOKEN })
   })
 
   test('once its token is gone (the PNM forgot it), any authenticated report claims it', async () => {
@@ -86,6 +86,6 @@ describe('an imported row without a Matrix user', () => {
     const gone = await h.notify({ event_id: '$e', room_id: '!r:example.org', devices: [{ app_id: APP_ID, pushkey: TOKEN, data: { format: 'event_id_only' } }] })
     expect(gone.json).toEqual({ rejected: [TOKEN] })
     expect((await report('the-new-token-0123456789')).status).toBe(200)
-    expect(h.store.getRegistration(SELECTOR)).toMatchObject({ matrixUserId: '@alice:example.org', tokenMsgs: 'the-new-token-0123456789' })
+    expect(await h!.store.getRegistration(SELECTOR)).toMatchObject({ matrixUserId: '@alice:example.org', tokenMsgs: 'the-new-token-0123456789' })
   })
 })

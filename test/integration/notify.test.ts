@@ -70,8 +70,8 @@ describe('POST /_matrix/push/v1/notify', () => {
     h.pnm.forget(TOKEN)
     const res = await h.notify(eventIdOnly())
     expect(res.json).toEqual({ rejected: [TOKEN] })
-    expect(h.store.getRegistration(SELECTOR)!.tokenMsgs).toBeUndefined()
-    expect(h.store.findByPushkey(APP_ID, TOKEN)).toBeUndefined()
+    expect((await h.store.getRegistration(SELECTOR))!.tokenMsgs).toBeUndefined()
+    expect(await h.store.findByPushkey(APP_ID, TOKEN)).toBeUndefined()
   })
 
   test('PNM 400: logged, not rejected, not retried, 200 to Synapse', async () => {
@@ -82,7 +82,7 @@ describe('POST /_matrix/push/v1/notify', () => {
     expect(res.json).toEqual({ rejected: [] })
     expect(h.pnm.requests).toHaveLength(1)
     expect(h.logs.parsed().some((l) => l.level === 'error' && /refused the request/.test(l.msg))).toBe(true)
-    expect(h.store.getRegistration(SELECTOR)!.tokenMsgs).toBe(TOKEN)
+    expect((await h.store.getRegistration(SELECTOR))!.tokenMsgs).toBe(TOKEN)
   })
 
   test('PNM 5xx: retried, then 502 so that Synapse retries; the token is kept', async () => {
@@ -92,7 +92,7 @@ describe('POST /_matrix/push/v1/notify', () => {
     expect(res.status).toBe(502)
     expect(res.json.errcode).toBeString()
     expect(h.pnm.requests).toHaveLength(3)
-    expect(h.store.getRegistration(SELECTOR)!.tokenMsgs).toBe(TOKEN)
+    expect((await h.store.getRegistration(SELECTOR))!.tokenMsgs).toBe(TOKEN)
   })
 
   test('PNM recovers on the retry: delivered, 200', async () => {

@@ -13,7 +13,7 @@ describe('POST /api/client/push_token_report', () => {
   test('stores the report keyed by selector with times, username and Matrix user', async () => {
     h = await startHarness()
     expect((await h.report(report({ token_calls: 'voip-token', app_id_calls: 'com.acrobits.voip' }))).status).toBe(200)
-    const row = h.store.getRegistration(SELECTOR)!
+    const row = (await h.store.getRegistration(SELECTOR))!
     expect(row).toMatchObject({
       selector: SELECTOR,
       username: 'alice',
@@ -26,10 +26,10 @@ describe('POST /api/client/push_token_report', () => {
     expect(row.createdAt).toBeGreaterThan(0)
     await Bun.sleep(5)
     await h.report(report())
-    const again = h.store.getRegistration(SELECTOR)!
+    const again = (await h.store.getRegistration(SELECTOR))!
     expect(again.createdAt).toBe(row.createdAt)
     expect(again.updatedAt).toBeGreaterThan(row.updatedAt)
-    expect(h.store.countRegistrations()).toBe(1)
+    expect(await h.store.countRegistrations()).toBe(1)
   })
 
   test('form-encoded reports with the appId spelling and stray whitespace work', async () => {
@@ -55,7 +55,7 @@ describe('POST /api/client/push_token_report', () => {
       expect(res.json.error).toContain(fragment)
     }
     expect(h.synapse.requests).toHaveLength(0)
-    expect(h.store.countRegistrations()).toBe(0)
+    expect(await h.store.countRegistrations()).toBe(0)
   })
 
   test('AUTH_MODE=matrix: missing credentials 401, wrong password 401, nothing stored', async () => {
@@ -64,7 +64,7 @@ describe('POST /api/client/push_token_report', () => {
     const wrong = await h.report(report({ password: 'nope' }))
     expect(wrong.status).toBe(401)
     expect(wrong.json.error).toBeString()
-    expect(h.store.countRegistrations()).toBe(0)
+    expect(await h.store.countRegistrations()).toBe(0)
     expect(h.synapse.pusherCalls()).toHaveLength(0)
   })
 
@@ -85,7 +85,7 @@ describe('POST /api/client/push_token_report', () => {
     expect(res.status).toBe(503)
     h.synapse.stop()
     expect((await h.report(report())).status).toBe(503)
-    expect(h.store.countRegistrations()).toBe(0)
+    expect(await h.store.countRegistrations()).toBe(0)
   })
 
   test('identical checks in flight share one login; different passwords do not', async () => {
@@ -121,7 +121,7 @@ describe('POST /api/client/push_token_report', () => {
     await h.report({ selector: 'B:1', token_msgs: 't-b', app_id_msgs: APP_ID, username: '201' })
     await h.report({ selector: 'BOBSEL:1', token_msgs: 't-c', app_id_msgs: APP_ID })
     await h.report({ selector: 'D:1', token_msgs: 't-d', app_id_msgs: APP_ID, username: 'Alice@pbx.example.com' })
-    expect(h.store.listRegistrations().map((r) => [r.selector, r.matrixUserId])).toEqual([
+    expect((await h.store.listRegistrations()).map((r) => [r.selector, r.matrixUserId])).toEqual([
       ['A:1', '@alice:example.org'],
       ['B:1', '@bob:example.org'],
       ['BOBSEL:1', '@bob:example.org'],
@@ -158,7 +158,7 @@ describe('POST /api/client/push_token_report', () => {
     expect((await h.report(report({ token_msgs: '' }))).status).toBe(200)
     expect(h.synapse.pusherCalls()[1]!.body).toEqual({ kind: null, app_id: APP_ID, pushkey: TOKEN })
     expect(h.synapse.pushers()).toEqual([])
-    expect(h.store.getRegistration(SELECTOR)!.tokenMsgs).toBeUndefined()
+    expect((await h.store.getRegistration(SELECTOR))!.tokenMsgs).toBeUndefined()
     // The empty token is never used as one.
     expect(h.synapse.pusherCalls()).toHaveLength(2)
   })
@@ -169,7 +169,7 @@ describe('POST /api/client/push_token_report', () => {
     const res = await h.request('POST', '/api/client/account_removal_report', report())
     expect(res.status).toBe(200)
     expect(res.json).toEqual({})
-    expect(h.store.getRegistration(SELECTOR)).toBeUndefined()
+    expect(await h.store.getRegistration(SELECTOR)).toBeUndefined()
     expect(h.synapse.pusherCalls().at(-1)!.body).toEqual({ kind: null, app_id: APP_ID, pushkey: TOKEN })
     expect(h.synapse.pushers()).toEqual([])
   })
@@ -178,7 +178,7 @@ describe('POST /api/client/push_token_report', () => {
     h = await startHarness()
     await h.report(report())
     expect((await h.request('POST', '/api/client/account_removal_report', report({ password: 'x' }))).status).toBe(401)
-    expect(h.store.getRegistration(SELECTOR)).toBeDefined()
+    expect(await h.store.getRegistration(SELECTOR)).toBeDefined()
   })
 
   test('PROXY_URL unset: tokens stored, no pusher call at all', async () => {
@@ -206,9 +206,9 @@ describe('POST /api/client/push_token_report', () => {
     )
     const res = await h.report(report())
     expect(res.status).toBe(200)
-    expect(h.store.getRegistration(SELECTOR)!.tokenMsgs).toBe(TOKEN)
+    expect((await h.store.getRegistration(SELECTOR))!.tokenMsgs).toBe(TOKEN)
     expect(h.logs.parsed().some((l) => l.msg === 'pusher set failed; will retry' && l.errcode === 'M_UNKNOWN')).toBe(true)
-    await eventually(() => h.synapse.pushers().length === 1 && h.store.pendingJobs().length === 0)
+    await eventually(async () => h.synapse.pushers().length === 1 && (await h.store.pendingJobs()).length === 0)
     expect(h.synapse.pusherCalls()).toHaveLength(3)
   })
 
@@ -217,10 +217,10 @@ describe('POST /api/client/push_token_report', () => {
     let down = true
     h.synapse.override((r) => (r.path.endsWith('/pushers/set') && down ? new Response('bad gateway', { status: 502 }) : undefined))
     await h.report(report())
-    expect(h.store.pendingJobs().map((j) => j.pushkey)).toEqual([TOKEN])
+    expect((await h.store.pendingJobs()).map((j) => j.pushkey)).toEqual([TOKEN])
     down = false
     await h.report(report({ token_msgs: 'newer' }))
-    await eventually(() => h.store.pendingJobs().length === 0)
+    await eventually(async () => (await h.store.pendingJobs()).length === 0)
     // The pending set of the old token was dropped; the old pusher is deleted, the new one set.
     const sets = h.synapse.pusherCalls().filter((c) => c.body.kind === 'http').map((c) => c.body.pushkey)
     expect(sets).toEqual([TOKEN, 'newer'])
@@ -285,7 +285,7 @@ describe('homeserver answers outside the common path', () => {
     h.synapse.override((r) => (r.path.endsWith('/login') ? Response.json({ user_id: '@alice:example.org' }) : undefined))
     const res = await h.report(report())
     expect(res.status).toBe(200)
-    expect(h.store.getRegistration(SELECTOR)!.matrixUserId).toBe('@alice:example.org')
+    expect((await h.store.getRegistration(SELECTOR))!.matrixUserId).toBe('@alice:example.org')
     expect(h.synapse.calls('/_matrix/client/v3/logout')).toHaveLength(0)
   })
 
@@ -310,8 +310,8 @@ describe('the first pusher attempt', () => {
     expect(res.status).toBe(200)
     // Without the bound the answer would wait for the 20 s homeserver timeout.
     expect(performance.now() - started).toBeLessThan(5000)
-    expect(h.store.getRegistration(SELECTOR)!.tokenMsgs).toBe(TOKEN)
-    expect(h.store.pendingJobs().map((j) => j.action)).toEqual(['set'])
+    expect((await h.store.getRegistration(SELECTOR))!.tokenMsgs).toBe(TOKEN)
+    expect((await h.store.pendingJobs()).map((j) => j.action)).toEqual(['set'])
     release()
   })
 })

@@ -98,7 +98,7 @@ describe('/health and /ready', () => {
     h = await startHarness()
     // As root (CI containers) a read-only file is still writable, so the refusal is simulated.
     const original = h.store.probeWritable
-    h.store.probeWritable = () => {
+    h.store.probeWritable = async () => {
       throw new Error('attempt to write a readonly database')
     }
     const res = await h.request('GET', '/ready')

@@ -22,9 +22,9 @@ beforeAll(async () => {
 afterAll(() => h.close())
 
 async function notify(body: string | Uint8Array, contentType = 'application/json') {
-  const before = snapshot(h)
+  const before = await snapshot(h)
   const answer = await send(h, PATH, body, contentType)
-  checkAnswer(h, answer, before, true)
+  await checkAnswer(h, answer, before, true)
   if (answer.status === 200) {
     expect(Array.isArray(answer.json.rejected)).toBe(true)
     expect(answer.json.rejected.every((k: unknown) => typeof k === 'string')).toBe(true)
@@ -149,6 +149,6 @@ describe('notify under hostile input', () => {
     )
     expect(answer.json).toEqual({ rejected: [] })
     expect(h.pnm.requests).toHaveLength(1)
-    expect(h.store.getRegistration(SELECTOR)?.tokenMsgs).toBe(TOKEN)
+    expect((await h.store.getRegistration(SELECTOR))?.tokenMsgs).toBe(TOKEN)
   })
 })

@@ -37,8 +37,8 @@ describe('ownership', () => {
         const selector = (s: string) => `RUN${r}:${s}`
         const token = (t: string) => `token-${r}-${t}`
         const mine = (user: string) => user.endsWith(`${r}:example.org`)
-        const state = () => ({
-          rows: new Map(h.store.listRegistrations().filter((x) => mine(x.matrixUserId ?? '')).map((x) => [x.selector, x])),
+        const state = async () => ({
+          rows: new Map((await h.store.listRegistrations()).filter((x) => mine(x.matrixUserId ?? '')).map((x) => [x.selector, x])),
           pushers: h.synapse.pushers().filter((p) => mine(p.user_id)).map((p) => ({ ...p })),
         })
         const key = (p: Pusher) => `${p.user_id} ${p.app_id} ${p.pushkey}`
@@ -46,13 +46,13 @@ describe('ownership', () => {
         for (const c of commands as Command[]) {
           const actor = userId(c.user)
           const carried = c.token === undefined ? undefined : token(c.token)
-          const before = state()
+          const before = await state()
           const body: Record<string, string> = { selector: selector(c.selector), username: actor, app_id_msgs: APP_ID }
           if (carried !== undefined) body.token_msgs = carried
           const path = c.kind === 'report' ? '/api/client/push_token_report' : '/api/client/account_removal_report'
           const answer = await h.request('POST', path, body)
-          await eventually(() => h.store.pendingJobs().length === 0, 5000)
-          const after = state()
+          await eventually(async () => (await h.store.pendingJobs()).length === 0, 5000)
+          const after = await state()
           const context = `${JSON.stringify(c)} -> ${answer.status} ${answer.text}`
 
           const stored = before.rows.get(selector(c.selector))

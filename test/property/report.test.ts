@@ -25,9 +25,9 @@ const FIELDS = [
 ] as const
 
 async function report(h: Harness, path: string, body: string | Uint8Array, contentType = 'application/json') {
-  const before = snapshot(h)
+  const before = await snapshot(h)
   const answer = await send(h, path, body, contentType)
-  checkAnswer(h, answer, before, false)
+  await checkAnswer(h, answer, before, false)
   if (answer.status === 200) expect(answer.json).toEqual({})
   return answer
 }
@@ -143,10 +143,10 @@ describe('size limits', () => {
     })
 
   async function post(path: string, body: string | ReadableStream<Uint8Array>, type = 'application/json') {
-    const before = snapshot(h)
+    const before = await snapshot(h)
     const response = await h.app.handle(new Request(`http://localhost${path}`, { method: 'POST', headers: { 'content-type': type }, body }))
     const json = (await response.json()) as any
-    if (response.status !== 200) expect(snapshot(h)).toBe(before)
+    if (response.status !== 200) expect(await snapshot(h)).toBe(before)
     return { status: response.status, json }
   }
 
@@ -170,6 +170,6 @@ describe('size limits', () => {
       expect((await post(path, `selector=${SELECTOR}&pad=${'x'.repeat(9 * 1024)}`, 'application/x-www-form-urlencoded')).status).toBe(413)
       expect((await post(path, stream(9 * 1024))).status).toBe(413)
     }
-    expect(h.store.listRegistrations()).toEqual([])
+    expect(await h.store.listRegistrations()).toEqual([])
   })
 })

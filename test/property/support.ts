@@ -39,11 +39,11 @@ export async function send(h: Harness, path: string, body: string | Uint8Array |
   return { ...answer, contentType: answer.headers.get('content-type'), logged }
 }
 
-export const snapshot = (h: Harness) =>
-  JSON.stringify({ registrations: h.store.listRegistrations(), jobs: h.store.pendingJobs() })
+export const snapshot = async (h: Harness) =>
+  JSON.stringify({ registrations: await h.store.listRegistrations(), jobs: await h.store.pendingJobs() })
 
 /** Checks one answer; `before` is the database before the request. */
-export function checkAnswer(h: Harness, answer: Answer, before: string, matrix: boolean) {
+export async function checkAnswer(h: Harness, answer: Answer, before: string, matrix: boolean) {
   const context = `${answer.status} ${answer.text.slice(0, 300)}`
   expect(answer.status, context).toBeLessThan(500)
   expect(answer.json, context).toBeDefined()
@@ -54,7 +54,7 @@ export function checkAnswer(h: Harness, answer: Answer, before: string, matrix: 
     expect(answer.json.error, context).not.toBe('Internal error')
     if (matrix) expect(answer.json.errcode, context).toMatch(/^M_[A-Z_]+$/)
   }
-  if (answer.status !== 200) expect(snapshot(h), context).toBe(before)
+  if (answer.status !== 200) expect(await snapshot(h), context).toBe(before)
   expect(
     h.logs.parsed().slice(answer.logged).filter((l) => l.msg === 'unexpected error' || l.level === 'fatal'),
     context,
