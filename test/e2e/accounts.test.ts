@@ -60,3 +60,25 @@ test("two users' accounts on one token: each message reaches the phone with its 
   expect(last.map((r) => r.body)).toEqual([{ rejected: [] }])
   expect(pnm.bodies().at(-1)).toMatchObject({ Id: '$to-bob-2', Selector: BOB_SELECTOR })
 }, 60_000)
+
+test('a pusher registered before pushers named their account is served, then registered again with its selector', async () => {
+  const OLD = 'old-style-device-token-0123456789'
+  const OLD_SELECTOR = '0LD00E0E6E553673C54F29105A0647204C416A2A:00000010'
+  expect((await post('/api/client/push_token_report', { selector: OLD_SELECTOR, token_msgs: OLD, app_id_msgs: APP_ID, username: 'alice', password: 'alice-password' })).status).toBe(200)
+  // As an earlier release registered it: append false, no selector in data.
+  const url = new URL('/_matrix/client/v3/pushers/set', synapse.url)
+  url.searchParams.set('user_id', '@alice:example.org')
+  await fetch(url, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${synapse.asToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ kind: 'http', app_id: APP_ID, pushkey: OLD, app_display_name: APP_ID, device_display_name: 'Acrobits Softphone', lang: 'en', append: false, data: { url: 'https://push.example.org/_matrix/push/v1/notify', format: 'event_id_only' } }),
+  })
+  const old = () => synapse.pushers().find((p) => p.pushkey === OLD)!
+  expect(old().data.selector).toBeUndefined()
+  await synapse.push('@alice:example.org', { event_id: '$old-style' }, { gateway: b.url })
+  expect(pnm.bodies().at(-1)).toMatchObject({ Id: '$old-style', Selector: OLD_SELECTOR, DeviceToken: OLD })
+  const end = Date.now() + 10_000
+  while (old().data.selector === undefined && Date.now() < end) await Bun.sleep(50)
+  expect(old().data.selector).toBe(OLD_SELECTOR)
+}, 60_000)
+

@@ -169,4 +169,35 @@ describe("a NethVoice installation moving from the Go proxy", () => {
     const after = await runCommand(['tokens', 'show', 'LATE:1'], { PUSH_TOKEN_DB_PATH: dbPath })
     expect(after.exitCode).toBe(1)
   }, 90_000)
+
+  test('AUTH_MODE=ext on the executable: a wrong password is 401, no chat claim 403, a CTI that cannot answer 503', async () => {
+    const fresh = join(dir, 'fresh')
+    const report = (b: RunningBinary, username: string, password: string) =>
+      fetch(`${b.url}/api/client/push_token_report`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ selector: 'EXT:1', token_msgs: 'ext-token-0123456789', appid_msgs: APP_ID, username, password }),
+      })
+    const base = { MATRIX_HOMESERVER_URL: synapse.url, MATRIX_AS_TOKEN: synapse.asToken, PROXY_URL, PNM_URL: pnm.url, PUSH_TOKEN_DB_PATH: join(fresh, 'tokens.db') }
+    const b = await startBinary({ ...base, EXT_AUTH_URL: cti.url })
+    running.push(b)
+    try {
+      expect((await report(b, 'giacomo', 'not-his-password')).status).toBe(401)
+      expect((await report(b, 'nochat', 'Nochat,1234')).status).toBe(403)
+      expect((await report(b, 'mario@nethvoice.example.org', 'Mario,1234')).status).toBe(200)
+      expect(synapse.pushers().some((p) => p.user_id === '@mario:127.0.0.1' && p.data.selector === 'EXT:1')).toBe(true)
+    } finally {
+      expect(await b.stop()).toBe(0)
+    }
+    // Nothing listens on port 9: unreachable is 503, never 401.
+    const down = await startBinary({ ...base, EXT_AUTH_URL: 'http://127.0.0.1:9', EXT_AUTH_TIMEOUT_S: '2' })
+    running.push(down)
+    try {
+      const res = await report(down, 'mario', 'Mario,1234')
+      expect(res.status).toBe(503)
+      expect(((await res.json()) as { error: string }).error).toContain('CTI server could not check the credentials')
+    } finally {
+      expect(await down.stop()).toBe(0)
+    }
+  }, 60_000)
 })
