@@ -2,7 +2,7 @@
  * The delivery journal's writer. Notify only appends an outcome to a buffer in memory; a timer
  * writes the buffer in one transaction (with the pruning to the last 50 rows per account) at most
  * once per `flushMs`, so no notification waits for a database write. Diagnostic data: when the
- * buffer is full (the database stuck) the oldest outcomes are dropped, and a failed write is logged
+ * buffer is full (the database stuck) the older half of it is dropped, and a failed write is logged
  * and dropped, never retried forever.
  */
 import type { Logger } from 'pino'
@@ -44,8 +44,10 @@ export function createDeliveryJournal(o: { store: TokenStore; log: Logger; flush
   return {
     record(delivery) {
       if (buffer.length >= max) {
-        buffer.shift()
-        dropped++
+        // The older half goes at once: one copy per max/2 records, not one per record.
+        const excess = buffer.length - Math.floor(max / 2)
+        buffer = buffer.slice(excess)
+        dropped += excess
       }
       buffer.push(delivery)
       if (timer === undefined) {
