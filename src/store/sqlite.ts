@@ -234,13 +234,25 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
   })
 
 
+  // Rows written per account since its journal was last pruned. Pruning walks the account's newest
+  // JOURNAL_ROWS_PER_ACCOUNT index entries, so it runs when PRUNE_EVERY rows have arrived (or the
+  // first time this connection writes for the account), not on every write: the journal briefly
+  // holds up to PRUNE_EVERY extra rows, which `deliveries` never returns.
+  const sincePrune = new Map<string, number>()
+  const PRUNE_EVERY = 10
   const record = db.transaction((deliveries: readonly Delivery[]) => {
     const touched = new Set<string>()
     for (const d of deliveries) {
-      q.insertDelivery.run(d.selector, d.at, d.eventId ?? null, d.outcome, d.pnmStatus ?? null, Math.round(d.latencyMs), d.detail ?? null, d.selector)
-      touched.add(d.selector)
+      if (q.insertDelivery.run(d.selector, d.at, d.eventId ?? null, d.outcome, d.pnmStatus ?? null, Math.round(d.latencyMs), d.detail ?? null, d.selector).changes > 0) touched.add(d.selector)
+      const n = sincePrune.get(d.selector)
+      sincePrune.set(d.selector, n === undefined ? PRUNE_EVERY : n + 1)
     }
-    for (const selector of touched) q.pruneDeliveries.run(selector)
+    for (const selector of touched) {
+      if (sincePrune.get(selector)! < PRUNE_EVERY) continue
+      q.pruneDeliveries.run(selector)
+      sincePrune.set(selector, 0)
+    }
+    if (sincePrune.size > 100_000) sincePrune.clear()
   })
 
   return {
