@@ -1,8 +1,14 @@
+import { Database } from 'bun:sqlite'
 import { describe, expect, test } from 'bun:test'
+import { rmSync } from 'node:fs'
+import { join } from 'node:path'
 import pino from 'pino'
+import { planPusherCalls } from '../../src/report/plan.ts'
+import { openSqliteStore } from '../../src/store/sqlite.ts'
+import { JOURNAL_ROWS_PER_ACCOUNT } from '../../src/store/types.ts'
 import { createDeliveryJournal } from '../../src/gateway/journal.ts'
 import type { Delivery, TokenStore } from '../../src/store/types.ts'
-import { captureLogs } from '../harness.ts'
+import { captureLogs, tempDir } from '../harness.ts'
 
 const delivery = (i: number): Delivery => ({ selector: 'S:1', at: i, eventId: `$${i}`, outcome: 'delivered', pnmStatus: 200, latencyMs: 1 })
 
@@ -57,5 +63,32 @@ describe('the delivery journal writer', () => {
     expect(flogs.parsed().some((l) => l.msg.startsWith('delivery journal not written') && l.outcomes === 1)).toBe(true)
     await broken.flush()
     expect(flogs.parsed()).toHaveLength(1)
+  })
+})
+
+describe('the journal in SQLite', () => {
+  test('stays bounded per account however it is written, and answers the newest rows first', async () => {
+    const dir = tempDir('m2a-journal-unit-')
+    const path = join(dir, 'tokens.db')
+    try {
+      const store = openSqliteStore(path)
+      await store.saveRegistration({ selector: 'S:1', matrixUserId: '@a:example.org' }, 1, planPusherCalls(false))
+      for (let i = 0; i < 300; i++) await store.recordDeliveries([delivery(i)])
+      await store.recordDeliveries(Array.from({ length: 120 }, (_, i) => delivery(300 + i)))
+      // An account that is not stored gets no rows.
+      await store.recordDeliveries([{ ...delivery(1), selector: 'GONE:1' }])
+      const rows = await store.deliveries('S:1')
+      expect(rows).toHaveLength(JOURNAL_ROWS_PER_ACCOUNT)
+      expect(rows[0]!.eventId).toBe('$419')
+      expect(await store.deliveries('GONE:1')).toEqual([])
+      await store.close()
+      const db = new Database(path, { readonly: true })
+      const { n } = db.query("SELECT count(*) AS n FROM deliveries WHERE selector = 'S:1'").get() as { n: number }
+      db.close()
+      expect(n).toBeGreaterThanOrEqual(JOURNAL_ROWS_PER_ACCOUNT)
+      expect(n).toBeLessThanOrEqual(JOURNAL_ROWS_PER_ACCOUNT + 10)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
