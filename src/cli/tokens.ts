@@ -38,7 +38,7 @@ const describeJob = (j: PusherJob) => ({
 
 /** A journal row as `tokens show --json` prints it: no message text, no token. */
 export const describeDelivery = (d: Delivery) => ({
-  at: new Date(d.at).toISOString(),
+  time: new Date(d.at).toISOString(),
   event_id: d.eventId ?? null,
   outcome: d.outcome,
   pnm_status: d.pnmStatus ?? null,
@@ -136,7 +136,7 @@ export function runTokensShow(env: Env, selector: string, options: { json?: bool
     io.out(`deliveries (last ${journal.length}, newest first):`)
     for (const line of table([
       ['  TIME', 'EVENT', 'OUTCOME', 'PNM', 'LATENCY', 'DETAIL'],
-      ...journal.map((j) => [`  ${j.at}`, j.event_id ?? '-', j.outcome, j.pnm_status === null ? '-' : String(j.pnm_status), `${j.latency_ms} ms`, j.detail ?? '']),
+      ...journal.map((j) => [`  ${j.time}`, j.event_id ?? '-', j.outcome, j.pnm_status === null ? '-' : String(j.pnm_status), `${j.latency_ms} ms`, j.detail ?? '']),
     ])) {
       io.out(line)
     }

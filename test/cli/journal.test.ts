@@ -63,7 +63,7 @@ describe('the delivery journal on the executable', () => {
       ['$second', 'dropped', 400],
       ['$first', 'delivered', 200],
     ])
-    expect(Object.keys(parsed.deliveries[0]).sort()).toEqual(['at', 'detail', 'event_id', 'latency_ms', 'outcome', 'pnm_status'])
+    expect(Object.keys(parsed.deliveries[0]).sort()).toEqual(['detail', 'event_id', 'latency_ms', 'outcome', 'pnm_status', 'time'])
     expect(typeof parsed.deliveries[0].latency_ms).toBe('number')
     for (const out of [text.stdout, json.stdout]) {
       expect(out).not.toContain(TOKEN)
