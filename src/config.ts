@@ -350,17 +350,22 @@ export function loadConfig(
 
   // Names of the Go proxy's configuration (NethVoice env files), read where they mean the same.
   const notes: string[] = []
-  const alias = (ours: string, go: string, convert: (raw: string) => string = (v) => v): void => {
+  const alias = (ours: string, go: string, convert: (raw: string) => string | undefined = (v) => v): void => {
     const goValue = get(go)
     if (goValue === undefined) return
     if (get(ours) !== undefined) {
       notes.push(`${go} is ignored: ${ours} is set too`)
       return
     }
-    env = { ...env, [ours]: convert(goValue) }
+    const converted = convert(goValue)
+    if (converted === undefined) {
+      errors.push(`${go}: "${goValue}" is not a whole number of seconds`)
+      return
+    }
+    env = { ...env, [ours]: converted }
     notes.push(`${go} (the Go proxy's name) is read as ${ours}`)
   }
-  alias('EXT_AUTH_TIMEOUT_MS', 'EXT_AUTH_TIMEOUT_S', (v) => (/^\d+$/.test(v) ? String(Number(v) * 1000) : v))
+  alias('EXT_AUTH_TIMEOUT_MS', 'EXT_AUTH_TIMEOUT_S', (v) => (/^\d+$/.test(v) ? String(Number(v) * 1000) : undefined))
   alias('AUTH_CACHE_TTL_SECONDS', 'CACHE_TTL_SECONDS')
   if (get('AS_USER_ID') !== undefined) {
     notes.push("AS_USER_ID is ignored: the appservice's own user is the one its MATRIX_AS_TOKEN belongs to (`check` shows it)")

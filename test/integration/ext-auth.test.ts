@@ -142,5 +142,8 @@ describe("the Go proxy's variable names", () => {
     const ours = loadConfig({ EXT_AUTH_TIMEOUT_S: '7', EXT_AUTH_TIMEOUT_MS: '1500' })
     expect(ours.ok && ours.config.extAuthTimeoutMs).toBe(1500)
     expect(ours.ok && ours.config.notes).toEqual(['EXT_AUTH_TIMEOUT_S is ignored: EXT_AUTH_TIMEOUT_MS is set too'])
+    const bad = loadConfig({ EXT_AUTH_TIMEOUT_S: 'five', CACHE_TTL_SECONDS: '-1' })
+    expect(bad.ok).toBe(false)
+    expect(!bad.ok && bad.errors).toEqual(['EXT_AUTH_TIMEOUT_S: "five" is not a whole number of seconds', 'AUTH_CACHE_TTL_SECONDS: "-1" is not a whole number from 0 to 86400'])
   })
 })
