@@ -64,7 +64,7 @@ try {
     const before = process.cpuUsage()
     await Promise.all(
       Array.from({ length: CONCURRENCY }, async () => {
-        for (let k = next++; k < N; k = next++) await v.notify(notification(k % TOKENS, v.selector), log)
+        for (let k = next++; k < N; k = next++) await v.notify(notification(k % TOKENS, v.selector), { id: `bench-${k}`, started: 0 })
       }),
     )
     const used = process.cpuUsage(before)

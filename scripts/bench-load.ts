@@ -24,6 +24,8 @@ export interface LoadSpec {
   connections: number
   warmupSeconds: number
   seconds: number
+  /** When set, the measurement sends exactly this many requests instead of running `seconds`. */
+  amount?: number
   /** Tokens 0..tokens-1 are stored; notifications pick among them. */
   tokens: number
   /** Makes event IDs, report selectors and the random sequence distinct per run. */
@@ -68,7 +70,7 @@ async function main() {
     return spec.kind === 'notify-full' ? fullNotifyBody(eventId, pushkey) : eventIdOnlyNotifyBody(eventId, pushkey)
   }
 
-  const run = (seconds: number, latencies?: number[]) =>
+  const run = (seconds: number, latencies?: number[], amount?: number) =>
     new Promise<{ result: Record<string, number>; elapsedMs: number }>((resolve, reject) => {
       const started = performance.now()
       const instance = autocannon(
@@ -76,7 +78,7 @@ async function main() {
           url: spec.url,
           connections: spec.connections,
           pipelining: 1,
-          duration: seconds,
+          ...(amount === undefined ? { duration: seconds } : { amount }),
           timeout: 30,
           requests: [
             {
@@ -111,7 +113,7 @@ async function main() {
 
   const latencies: number[] = []
   mismatches = 0
-  const { result, elapsedMs } = await run(spec.seconds, latencies)
+  const { result, elapsedMs } = await run(spec.seconds, latencies, spec.amount)
   const sorted = Float64Array.from(latencies).sort()
   const ok = result['2xx'] ?? 0
   const out: LoadResult = {

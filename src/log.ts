@@ -48,12 +48,43 @@ export function censorSecrets<T extends object>(fields: T): T {
   return (out ?? fields) as T
 }
 
+/**
+ * The lines logged during one turn of the event loop, written to `target` in one write at its end:
+ * a write per line was about a tenth of what a notification cost under load (scripts/bench.ts),
+ * and requests handled in the same turn share one. What is pending when the process exits (a fatal
+ * line before exit(1), the last line at shutdown) is written before it does.
+ */
+export function writtenPerTurn(target: DestinationStream): DestinationStream {
+  let pending = ''
+  let scheduled = false
+  const flush = () => {
+    scheduled = false
+    if (pending === '') return
+    const batch = pending
+    pending = ''
+    target.write(batch)
+  }
+  process.on('exit', flush)
+  return {
+    write(line: string) {
+      pending += line
+      if (!scheduled) {
+        scheduled = true
+        setImmediate(flush)
+      }
+    },
+  }
+}
+
 export function createLogger(
   config: Pick<Config, 'logLevel' | 'logFormat'>,
   destination?: DestinationStream,
 ): Logger {
   const stream =
-    destination ?? (config.logFormat === 'pretty' ? pretty({ colorize: process.stdout.isTTY, sync: true }) : pino.destination({ dest: 1, sync: true }))
+    destination ??
+    (config.logFormat === 'pretty'
+      ? pretty({ colorize: process.stdout.isTTY, sync: true })
+      : writtenPerTurn(pino.destination({ dest: 1, sync: true })))
   // Not pino's own `redact`: with `*.key` paths it runs every value of every line through a path
   // interpreter, which cost about as much CPU as the rest of a notification (scripts/bench.ts).
   const logger = pino(

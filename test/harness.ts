@@ -42,7 +42,8 @@ export function fullNotification(eventId: string, pushkey = TOKEN, over: Record<
     prio: 'high',
     content: { msgtype: 'm.text', body: 'Hello' },
     counts: { unread: 1 },
-    devices: [{ app_id: appId, pushkey, pushkey_ts: 1_700_000_000, data: {}, tweaks: { sound: 'default', highlight: false } }],
+    // Synapse echoes the pusher's data: this release's pusher for TOKEN names its account SELECTOR.
+    devices: [{ app_id: appId, pushkey, pushkey_ts: 1_700_000_000, data: pushkey === TOKEN ? { selector: SELECTOR } : {}, tweaks: { sound: 'default', highlight: false } }],
     ...over,
   }
 }

@@ -56,7 +56,7 @@ export function ctiPasswordBackend(o: {
     return { status: response.status, json }
   }
 
-  async function check(username: string, password: string): Promise<CheckResult> {
+  async function check(username: string, password: string, log: Logger): Promise<CheckResult> {
     const login = ctiUsername(username)
     const answer = await call('/api/login', {
       method: 'POST',
@@ -64,7 +64,7 @@ export function ctiPasswordBackend(o: {
       body: JSON.stringify({ username: login, password }),
     })
     if (answer.status === 400 || answer.status === 401 || answer.status === 403 || answer.status === 404) {
-      o.log.info({ username: login, status: answer.status }, 'login refused by the CTI server')
+      log.info({ username: login, status: answer.status }, 'login refused by the CTI server')
       return { ok: false, reason: 'invalid_credentials', error: unauthorized('Invalid username or password'), failure: true }
     }
     if (answer.status !== 200) throw new CtiUnavailable(`${where}/api/login answered ${answer.status}`)
@@ -72,7 +72,7 @@ export function ctiPasswordBackend(o: {
     const payload = jwtPayload(token)
     if (payload === undefined) throw new CtiUnavailable(`${where}/api/login answered 200 without a JWT in "token"`)
     if (!mayChat(payload)) {
-      o.log.info({ username: login }, 'the CTI server does not allow this user chat (nethvoice_cti.chat is not true)')
+      log.info({ username: login }, 'the CTI server does not allow this user chat (nethvoice_cti.chat is not true)')
       return { ok: false, reason: 'not_allowed', error: forbidden('This account may not use chat (nethvoice_cti.chat)'), failure: false }
     }
     const listed = await call('/api/chat?users=1', { method: 'GET', headers: { authorization: `Bearer ${token as string}`, accept: 'application/json' } })
@@ -87,13 +87,13 @@ export function ctiPasswordBackend(o: {
 
   return {
     normalize: (username) => ctiUsername(username).toLowerCase(),
-    async check(username, password) {
+    async check(username, password, _ticket, _client, log) {
       try {
-        return await check(username, password)
+        return await check(username, password, log)
       } catch (e) {
         if (!(e instanceof CtiUnavailable)) throw e
         // Never 401 when the CTI could not answer: the app would treat a good password as bad.
-        o.log.error({ username: ctiUsername(username), err: e.message }, 'CTI server could not check the password')
+        log.error({ username: ctiUsername(username), err: e.message }, 'CTI server could not check the password')
         throw unavailable('The CTI server could not check the credentials; try again later')
       }
     },

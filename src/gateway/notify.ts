@@ -6,8 +6,14 @@
  * accounts sharing one phone's token; a pusher without one (registered before, or by the Go
  * proxy) is looked up by token alone and registered again in the background. Each account's
  * outcome goes to the delivery journal, which is written later, off this path.
+ *
+ * Logging: the outcome of every device goes into the request's one access line (app.ts); a line
+ * of its own only for what an operator acts on (failures, a forgotten token) and, at DEBUG, the
+ * rest. Every line carries the request's `req_id` as a field, not through a child logger per
+ * request and device, and the pushkey's hash is computed once, when a line needs it.
  */
 import type { Logger } from 'pino'
+import type { RequestRecord } from '../app.ts'
 import type { Config } from '../config.ts'
 import { AppError, badGateway, unavailable } from '../errors.ts'
 import type { PnmClient } from '../pnm/client.ts'
@@ -37,6 +43,58 @@ export type DeviceOutcome =
   | 'overloaded'
   | 'store_error'
 
+/** Devices listed one by one in the access line; past this, counts per outcome. */
+export const LOGGED_DEVICES = 16
+
+/** One device of one notification, as its log lines name it. */
+export class DeviceLog {
+  #hash: string | undefined
+  selector: string | undefined
+  /** Not stored here (rather than forgotten after a PNM 404). */
+  unknown = false
+  constructor(
+    readonly reqId: string,
+    readonly device: Device,
+    readonly eventId: string | undefined,
+  ) {}
+
+  get pushkey(): string {
+    return (this.#hash ??= tokenHash(this.device.pushkey))
+  }
+
+  /** The fields of a line of its own about this device. */
+  fields(extra?: Record<string, unknown>): Record<string, unknown> {
+    return { req_id: this.reqId, app_id: this.device.app_id, pushkey: this.pushkey, event_id: this.eventId, selector: this.selector, ...extra }
+  }
+
+  /** This device in the access line. */
+  entry(outcome: DeviceOutcome) {
+    return { app_id: this.device.app_id, pushkey: this.pushkey, selector: this.selector, outcome }
+  }
+}
+
+/**
+ * A notify's part of its access line: the event, each device's outcome (the first
+ * LOGGED_DEVICES of them, then counts per outcome), and how many pushkeys are not stored here.
+ */
+export function notifyAccessFields(eventId: string | undefined, devices: DeviceLog[], outcomes: DeviceOutcome[]): Record<string, unknown> {
+  const fields: Record<string, unknown> = { event_id: eventId }
+  const shown = Math.min(devices.length, LOGGED_DEVICES)
+  const entries = new Array(shown)
+  for (let i = 0; i < shown; i++) entries[i] = devices[i]!.entry(outcomes[i]!)
+  fields.devices = entries
+  if (devices.length > shown) {
+    const counts: Record<string, number> = {}
+    for (const o of outcomes) counts[o] = (counts[o] ?? 0) + 1
+    fields.outcomes = counts
+    fields.devices_not_listed = devices.length - shown
+  }
+  let unknown = 0
+  for (const d of devices) if (d.unknown) unknown++
+  if (unknown > 0) fields.unknown_pushkeys = unknown
+  return fields
+}
+
 export interface NotifyDeps {
   config: Pick<Config, 'pnmVerb' | 'fallbackText' | 'pnmTimeoutMs'>
   store: TokenStore
@@ -58,6 +116,26 @@ export function createNotifyHandler(deps: NotifyDeps) {
   // A retry from Synapse can arrive while the first try is still with the PNM: it waits for that one.
   const inflight = new Map<string, Promise<DeviceOutcome>>()
 
+  const { log } = deps
+  const debug = () => log.isLevelEnabled('debug')
+  // Label children looked up once: prom-client validates and hashes the labels on every inc().
+  const outcomeCounter = new Map<DeviceOutcome, { inc(): void }>()
+  const countOutcome = (outcome: DeviceOutcome) => {
+    let child = outcomeCounter.get(outcome)
+    if (!child) outcomeCounter.set(outcome, (child = deps.metrics.notifications.labels({ outcome })))
+    child.inc()
+  }
+  const answerCounter = new Map<string, { inc(): void }>()
+  const countAnswer = (status: string) => {
+    let child = answerCounter.get(status)
+    if (!child) {
+      child = deps.metrics.pnmAnswers.labels({ status })
+      // Statuses are the PNM's to choose: only the first few dozen get a cached child.
+      if (answerCounter.size < 64) answerCounter.set(status, child)
+    }
+    child.inc()
+  }
+
   /** The account a pusher's data names, when it names one. */
   const selectorOf = (device: Device): string | undefined => {
     const value = device.data?.[SELECTOR_DATA_KEY]
@@ -67,7 +145,7 @@ export function createNotifyHandler(deps: NotifyDeps) {
   async function deliver(
     request: ReturnType<typeof translateNotification>,
     deadline: number,
-    log: Logger,
+    dlog: DeviceLog,
     trace: { status?: number },
   ): Promise<PnmOutcome | 'overloaded'> {
     let outcome: PnmOutcome = { kind: 'transient', detail: 'no attempt made before the deadline' }
@@ -85,35 +163,40 @@ export function createNotifyHandler(deps: NotifyDeps) {
       deps.metrics.pnmInflight.inc()
       const answer = await sending.finally(() => deps.metrics.pnmInflight.dec())
       deps.metrics.pnmDuration.observe((performance.now() - started) / 1000)
-      deps.metrics.pnmAnswers.inc({ status: answer.kind === 'answer' ? String(answer.status) : answer.kind })
+      countAnswer(answer.kind === 'answer' ? String(answer.status) : answer.kind)
       trace.status = answer.kind === 'answer' ? answer.status : undefined
       outcome = classifyPnmAnswer(answer)
       if (outcome.kind !== 'transient') return outcome
-      log.warn({ attempt: attempt + 1, detail: outcome.detail }, 'PNM attempt failed')
+      log.warn(dlog.fields({ attempt: attempt + 1, detail: outcome.detail }), 'PNM attempt failed')
     }
     return outcome
   }
 
-  async function handleDevice(n: Notification, device: Device, deadline: number, log: Logger): Promise<DeviceOutcome> {
-    const dlog = log.child({ app_id: device.app_id, pushkey: tokenHash(device.pushkey), event_id: n.event_id ?? undefined })
+  async function handleDevice(n: Notification, dlog: DeviceLog, deadline: number): Promise<DeviceOutcome> {
+    const { device } = dlog
     const named = selectorOf(device)
     let account
     try {
       account = await (named === undefined ? deps.store.findByPushkey(device.app_id, device.pushkey) : deps.store.findBySelector(device.app_id, device.pushkey, named))
     } catch (e) {
       // Never reject on a database error: a rejection switches the user's pushes off for good.
-      dlog.error({ err: (e as Error).message }, 'token store unavailable; asking Synapse to retry')
+      log.error(dlog.fields({ err: (e as Error).message }), 'token store unavailable; asking Synapse to retry')
       return 'store_error'
     }
     if (!account || account.tokenMsgs === undefined || account.appIdMsgs === undefined) {
       // With a selector: that account is gone or has another token now; its pusher is stale.
-      dlog.info({ selector: named }, 'pushkey not registered here; rejecting it')
+      dlog.selector = named
+      // One per device: DEBUG, or a body listing thousands of unknown pushkeys writes thousands of
+      // lines. The access line counts them (unknown_pushkeys).
+      if (debug()) log.debug(dlog.fields(), 'pushkey not registered here; rejecting it')
+      dlog.unknown = true
       return 'rejected'
     }
+    dlog.selector = account.selector
     if (named === undefined) deps.migrator?.migrate(device.app_id, device.pushkey)
     const started = performance.now()
     const trace: { status?: number; detail?: string } = {}
-    const outcome = await deliverToAccount(n, device, account as Account, deadline, dlog, trace)
+    const outcome = await deliverToAccount(n, dlog, account as Account, deadline, trace)
     deps.journal?.record({
       selector: account.selector,
       at: deps.now(),
@@ -130,14 +213,14 @@ export function createNotifyHandler(deps: NotifyDeps) {
 
   async function deliverToAccount(
     n: Notification,
-    device: Device,
+    dlog: DeviceLog,
     account: Account,
     deadline: number,
-    dlog: Logger,
     trace: { status?: number; detail?: string },
   ): Promise<DeviceOutcome> {
+    const { device } = dlog
     if (isBadgeOnly(n)) {
-      dlog.debug({ unread: n.counts?.unread }, 'badge-only update; nothing sent to the phone')
+      if (debug()) log.debug(dlog.fields({ unread: n.counts?.unread }), 'badge-only update; nothing sent to the phone')
       return 'badge_only'
     }
     const eventId = n.event_id!
@@ -145,7 +228,7 @@ export function createNotifyHandler(deps: NotifyDeps) {
     // in): each account's push is its own.
     const dedupeKey = `${device.pushkey}\u0000${account.selector}`
     if (deps.dedupe.seen(dedupeKey, eventId)) {
-      dlog.info('event already delivered to this device; not sent again')
+      if (debug()) log.debug(dlog.fields(), 'event already delivered to this device; not sent again')
       return 'duplicate'
     }
     const request = translateNotification(
@@ -157,46 +240,49 @@ export function createNotifyHandler(deps: NotifyDeps) {
     const outcome = await deliver(request, deadline, dlog, trace)
     if (outcome !== 'overloaded' && outcome.kind !== 'delivered') trace.detail = outcome.detail
     if (outcome === 'overloaded') {
-      dlog.warn('too many PNM requests in flight (PNM_MAX_INFLIGHT); asking Synapse to retry')
+      log.warn(dlog.fields(), 'too many PNM requests in flight (PNM_MAX_INFLIGHT); asking Synapse to retry')
       return 'overloaded'
     }
     switch (outcome.kind) {
       case 'delivered':
         deps.dedupe.remember(dedupeKey, eventId)
-        dlog.info({ selector: account.selector }, 'delivered to PNM')
         return 'delivered'
       case 'token_invalid':
-        dlog.info({ detail: outcome.detail }, 'PNM no longer knows this device token; rejecting and forgetting it')
+        log.info(dlog.fields({ detail: outcome.detail }), 'PNM no longer knows this device token; rejecting and forgetting it')
         try {
           await deps.store.forgetPushkey(device.app_id, device.pushkey, deps.now())
         } catch (e) {
-          dlog.error({ err: (e as Error).message }, 'could not forget the invalid token')
+          log.error(dlog.fields({ err: (e as Error).message }), 'could not forget the invalid token')
         }
         return 'rejected'
       case 'bad_request':
-        dlog.error({ detail: outcome.detail }, 'PNM refused the request; the notification is dropped')
+        log.error(dlog.fields({ detail: outcome.detail }), 'PNM refused the request; the notification is dropped')
         return 'dropped'
       case 'transient':
-        dlog.error({ detail: outcome.detail }, 'PNM delivery failed; Synapse will retry')
+        log.error(dlog.fields({ detail: outcome.detail }), 'PNM delivery failed; Synapse will retry')
         return 'failed'
     }
   }
 
-  function handleDeviceOnce(n: Notification, device: Device, deadline: number, log: Logger): Promise<DeviceOutcome> {
-    if (isBadgeOnly(n)) return handleDevice(n, device, deadline, log)
+  function handleDeviceOnce(n: Notification, dlog: DeviceLog, deadline: number): Promise<DeviceOutcome> {
+    if (isBadgeOnly(n)) return handleDevice(n, dlog, deadline)
+    const { device } = dlog
     const key = `${n.event_id}\u0000${device.app_id}\u0000${device.pushkey}\u0000${selectorOf(device) ?? ''}`
     const running = inflight.get(key)
     if (running) return running.then((o) => (o === 'delivered' ? 'duplicate' : o))
-    const started = handleDevice(n, device, deadline, log).finally(() => inflight.delete(key))
+    const started = handleDevice(n, dlog, deadline).finally(() => inflight.delete(key))
     inflight.set(key, started)
     return started
   }
 
   /** Returns the pushkeys to reject, or throws the 5xx that makes Synapse retry. */
-  return async function notify(n: Notification, log: Logger): Promise<{ rejected: string[] }> {
+  return async function notify(n: Notification, request: RequestRecord): Promise<{ rejected: string[] }> {
     const deadline = deps.now() + (deps.deadlineMs ?? NOTIFY_DEADLINE_MS)
-    const outcomes = await Promise.all(n.devices.map((d) => handleDeviceOnce(n, d, deadline, log)))
-    for (const outcome of outcomes) deps.metrics.notifications.inc({ outcome })
+    const eventId = n.event_id ?? undefined
+    const devices = n.devices.map((d) => new DeviceLog(request.id, d, eventId))
+    const outcomes = await Promise.all(devices.map((d) => handleDeviceOnce(n, d, deadline)))
+    for (const outcome of outcomes) countOutcome(outcome)
+    if (log.isLevelEnabled('info')) request.fields = notifyAccessFields(eventId, devices, outcomes)
     const rejected = n.devices.filter((_, i) => outcomes[i] === 'rejected').map((d) => d.pushkey)
     let failure: AppError | undefined
     if (outcomes.includes('failed')) failure = badGateway('The push notification service did not accept the notification; retry later')

@@ -28,7 +28,8 @@ const REFUSALS = {
 } as const
 
 export interface PasswordVerifier {
-  verify(username: string, password: string, clientAddress: string | undefined): Promise<string>
+  /** `log`: the request's logger, so that its lines carry the request's req_id. */
+  verify(username: string, password: string, clientAddress: string | undefined, log?: Logger): Promise<string>
 }
 
 /** What a backend found: the Matrix user, or a refusal of the credentials (with its metric reason). */
@@ -43,7 +44,7 @@ export interface PasswordBackend {
    * Asks the upstream. Resolves what it answered; throws an AppError (503) when it could not
    * answer: never a 401 for a password that may be right.
    */
-  check(username: string, password: string, ticket: AuthTicket, clientAddress: string | undefined): Promise<CheckResult>
+  check(username: string, password: string, ticket: AuthTicket, clientAddress: string | undefined, log: Logger): Promise<CheckResult>
 }
 
 export function createPasswordVerifier(o: {
@@ -67,7 +68,7 @@ export function createPasswordVerifier(o: {
   }
 
   return {
-    async verify(username, password, clientAddress) {
+    async verify(username, password, clientAddress, log = o.log) {
       const user = o.backend.normalize(username)
       const ck = cacheKey(user, password)
       const hit = cache.get(ck)
@@ -76,17 +77,17 @@ export function createPasswordVerifier(o: {
       // answers both, and only one counts against the limits.
       const running = inflight.get(ck)
       if (running) return running
-      const check = checkUpstream(username, user, password, ck, clientAddress).finally(() => inflight.delete(ck))
+      const check = checkUpstream(username, user, password, ck, clientAddress, log).finally(() => inflight.delete(ck))
       inflight.set(ck, check)
       return check
     },
   }
 
   /** One password check: the limits, the backend, the cache. */
-  async function checkUpstream(username: string, user: string, password: string, ck: string, clientAddress: string | undefined): Promise<string> {
+  async function checkUpstream(username: string, user: string, password: string, ck: string, clientAddress: string | undefined, log: Logger): Promise<string> {
     const attempt = limiter.begin(user, clientAddress === undefined ? undefined : rateLimitGroup(clientAddress))
     if (!attempt.ok) {
-      o.log.warn({ username, client: clientAddress, limit: attempt.reason, retry_after_s: attempt.retryAfter }, REFUSALS[attempt.reason])
+      log.warn({ username, client: clientAddress, limit: attempt.reason, retry_after_s: attempt.retryAfter }, REFUSALS[attempt.reason])
       if (attempt.reason === 'busy') refuse('busy', unavailable('Too many password checks in progress; try again shortly', attempt.retryAfter))
       const what = attempt.reason === 'address' ? 'Too many password checks from this address' : 'Too many failed attempts'
       refuse('rate_limited', rateLimited(`${what}; try again later`, attempt.retryAfter))
@@ -94,7 +95,7 @@ export function createPasswordVerifier(o: {
     const { ticket } = attempt
     let result: CheckResult
     try {
-      result = await o.backend.check(username, password, ticket, clientAddress)
+      result = await o.backend.check(username, password, ticket, clientAddress, log)
     } catch (e) {
       ticket.release()
       if (e instanceof AppError) refuse('homeserver_unavailable', e)
@@ -125,13 +126,13 @@ export function matrixPasswordBackend(o: {
 
   // Synapse limits logins per source address (rc_login.address: a burst of 3, then one every ~6 s),
   // and every phone's check comes from this proxy's address: a short wait beats a 503.
-  async function loginWaitingOutRateLimit(username: string, password: string, ticket: AuthTicket) {
+  async function loginWaitingOutRateLimit(username: string, password: string, ticket: AuthTicket, log: Logger) {
     try {
       return await o.matrix.login(username, password)
     } catch (e) {
       const wait = e instanceof MatrixError && e.isRateLimit ? e.retryAfterMs : undefined
       if (wait === undefined || wait > maxRateLimitWaitMs) throw e
-      o.log.info({ username, retry_after_ms: wait }, 'homeserver rate-limits logins; waiting once')
+      log.info({ username, retry_after_ms: wait }, 'homeserver rate-limits logins; waiting once')
       await Bun.sleep(wait)
       ticket.countCheck()
       return o.matrix.login(username, password)
@@ -140,25 +141,25 @@ export function matrixPasswordBackend(o: {
 
   return {
     normalize: (username) => normalizeUsername(username, o.serverName),
-    async check(username, password, ticket, clientAddress) {
+    async check(username, password, ticket, clientAddress, log) {
       let session: { userId: string; accessToken?: string }
       try {
-        session = await loginWaitingOutRateLimit(username, password, ticket)
+        session = await loginWaitingOutRateLimit(username, password, ticket, log)
       } catch (e) {
         if (e instanceof MatrixError && !e.isTransient) {
-          o.log.info({ username, client: clientAddress, errcode: e.errcode, status: e.status }, 'login refused by the homeserver')
+          log.info({ username, client: clientAddress, errcode: e.errcode, status: e.status }, 'login refused by the homeserver')
           return { ok: false, reason: 'invalid_credentials', error: unauthorized('Invalid username or password'), failure: true }
         }
         // Never 401 when the homeserver could not answer: the app would treat a good password as bad.
         const retry = e instanceof MatrixError && e.retryAfterMs !== undefined ? Math.ceil(e.retryAfterMs / 1000) : undefined
-        o.log.error({ username, err: (e as Error).message }, 'homeserver could not check the password')
+        log.error({ username, err: (e as Error).message }, 'homeserver could not check the password')
         throw unavailable('The homeserver could not check the credentials; try again later', retry)
       }
       if (session.accessToken !== undefined) {
         try {
           await o.matrix.logout(session.accessToken)
         } catch (e) {
-          o.log.warn({ user_id: session.userId, session: tokenHash(session.accessToken), err: (e as Error).message }, 'logout of the password-check session failed')
+          log.warn({ user_id: session.userId, session: tokenHash(session.accessToken), err: (e as Error).message }, 'logout of the password-check session failed')
         }
       }
       return { ok: true, userId: session.userId }

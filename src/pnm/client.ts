@@ -16,6 +16,10 @@ export interface PnmClient {
 }
 
 async function readCapped(response: Response): Promise<string> {
+  // A declared length within the cap (the usual answer): one read, without a stream reader. Bun
+  // never hands over more than a declared Content-Length.
+  const declared = Number(response.headers.get('content-length') ?? NaN)
+  if (declared >= 0 && declared <= MAX_ANSWER_BYTES && !response.headers.has('transfer-encoding')) return response.text()
   const reader = response.body?.getReader()
   if (!reader) return ''
   const chunks: Uint8Array[] = []

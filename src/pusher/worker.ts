@@ -26,8 +26,11 @@ export interface PusherWorkerOptions {
 }
 
 export interface PusherWorker {
-  /** Runs the due jobs of one account now, in order; resolves when none is left or one failed. */
-  runSelector(selector: string): Promise<void>
+  /**
+   * Runs the due jobs of one account now, in order; resolves when none is left or one failed.
+   * `reqId`: the report that asked, named in the lines of these jobs.
+   */
+  runSelector(selector: string, reqId?: string): Promise<void>
   start(): void
   /** Re-arms the timer for the earliest pending job. */
   wake(): void
@@ -58,8 +61,9 @@ export function createPusherWorker(o: PusherWorkerOptions): PusherWorker {
   let running = false
   let stopped = false
 
-  async function execute(job: PusherJob): Promise<boolean> {
+  async function execute(job: PusherJob, reqId: string | undefined): Promise<boolean> {
     const jlog = o.log.child({
+      req_id: reqId,
       selector: job.selector,
       user_id: job.userId,
       app_id: job.appId,
@@ -96,18 +100,18 @@ export function createPusherWorker(o: PusherWorkerOptions): PusherWorker {
     }
   }
 
-  async function drainSelector(selector: string) {
+  async function drainSelector(selector: string, reqId: string | undefined) {
     for (;;) {
       const job = await o.store.claimNextJob(selector, o.now(), leaseMs)
-      if (!job || !(await execute(job))) return
+      if (!job || !(await execute(job, reqId))) return
     }
   }
 
-  function runSelector(selector: string): Promise<void> {
+  function runSelector(selector: string, reqId?: string): Promise<void> {
     const previous = chains.get(selector) ?? Promise.resolve()
     const next = previous
-      .then(() => drainSelector(selector))
-      .catch((e) => o.log.error({ selector, err: (e as Error).message }, 'pusher jobs could not run'))
+      .then(() => drainSelector(selector, reqId))
+      .catch((e) => o.log.error({ req_id: reqId, selector, err: (e as Error).message }, 'pusher jobs could not run'))
       .finally(() => {
         if (chains.get(selector) === next) chains.delete(selector)
         wake()
@@ -121,7 +125,7 @@ export function createPusherWorker(o: PusherWorkerOptions): PusherWorker {
     if (running || stopped) return
     running = true
     try {
-      await Promise.all((await o.store.dueSelectors(o.now(), 32)).map(runSelector))
+      await Promise.all((await o.store.dueSelectors(o.now(), 32)).map((selector) => runSelector(selector)))
     } catch (e) {
       o.log.error({ err: (e as Error).message }, 'pusher queue unavailable; will look again')
     } finally {

@@ -58,7 +58,7 @@ export function createReportService(deps: ReportServiceDeps) {
     return undefined
   }
 
-  async function resolveUser(report: Report, clientAddress: string | undefined): Promise<string> {
+  async function resolveUser(report: Report, clientAddress: string | undefined, log: Logger): Promise<string> {
     if (config.authMode === 'none') {
       const resolved = resolveMatrixUser(report, config.mapping, config.serverName)
       if (!resolved.ok) throw resolved.error
@@ -71,7 +71,7 @@ export function createReportService(deps: ReportServiceDeps) {
     if (missing.login !== undefined || deps.verifier === undefined) {
       throw notConfigured(missing.login ?? 'MATRIX_HOMESERVER_URL', 'Checking the password')
     }
-    return deps.verifier.verify(report.username, report.password, clientAddress)
+    return deps.verifier.verify(report.username, report.password, clientAddress, log)
   }
 
   function describe(r: Registration | undefined) {
@@ -80,7 +80,7 @@ export function createReportService(deps: ReportServiceDeps) {
 
   async function handle(kind: ReportKind, report: Report, clientAddress: string | undefined, log: Logger) {
     try {
-      const userId = await resolveUser(report, clientAddress)
+      const userId = await resolveUser(report, clientAddress, log)
       if (missing.pushers !== undefined) throw notConfigured(missing.pushers, 'Registering pushers (PROXY_URL is set)')
       const wait = reportBudget(userId)
       if (wait !== undefined) {
@@ -170,7 +170,8 @@ export function createReportService(deps: ReportServiceDeps) {
       if (result.jobs.length > 0) {
         const selectors = [report.selector, ...result.evicted.map((r) => r.selector)]
         // Past the wait the app gets its answer; the worker carries on (runSelector never rejects).
-        await withTimeout(Promise.all(selectors.map((s) => deps.worker.runSelector(s))), deps.inlineWaitMs ?? INLINE_PUSHER_WAIT_MS, 'the first pusher attempt').catch(() => {})
+        const reqId = log.bindings().req_id as string | undefined
+        await withTimeout(Promise.all(selectors.map((s) => deps.worker.runSelector(s, reqId))), deps.inlineWaitMs ?? INLINE_PUSHER_WAIT_MS, 'the first pusher attempt').catch(() => {})
       }
     } catch (e) {
       const outcome = e instanceof AppError ? String(e.status) : 'error'

@@ -35,6 +35,9 @@ describe('PNM_MAX_INFLIGHT', () => {
     const settled: Array<{ status: number; headers: Headers; json: any }> = []
     const all = Array.from({ length: 40 }, (_, i) => h!.notify(notification(`$burst${i}`, APP_ID, TOKEN)).then((r) => (settled.push(r), r)))
     await eventually(() => settled.length === 36)
+    // The four admitted requests may still be on their way to the PNM when the refusals settle.
+    await eventually(() => h!.pnm.requests.length >= 4)
+    await Bun.sleep(50)
     expect(h.pnm.requests).toHaveLength(4)
     for (const r of settled) {
       expect(r.status).toBe(503)

@@ -1,6 +1,6 @@
 /**
  * The operator's view of the running executable: /health, /ready, /openapi.json, /metrics on its
- * own listener (METRICS_ADDRESS), one JSON log line per request, LOG_FORMAT=pretty, and the
+ * own listener (METRICS_ADDRESS), one JSON log line per request (probes at DEBUG), LOG_FORMAT=pretty, and the
  * database under systemd's STATE_DIRECTORY.
  */
 import { afterAll, describe, expect, test } from 'bun:test'
@@ -68,10 +68,25 @@ describe('the running executable', () => {
     // Every line on stdout is one JSON object.
     const logged = json(b.lines)
     const line = logged.find((l) => l.msg === 'request' && l.req_id === id)!
-    expect(line).toMatchObject({ level: 'info', method: 'POST', route: '/_matrix/push/v1/notify', status: 400, service: 'matrix2acrobits' })
+    expect(line).toMatchObject({ level: 'info', method: 'POST', route: '/_matrix/push/v1/notify', status: 400, errcode: 'M_NOT_JSON', service: 'matrix2acrobits' })
     expect(typeof line.duration_ms).toBe('number')
     expect(typeof line.time).toBe('string')
-    expect(logged.find((l) => l.msg === 'request' && l.route === '/ready')).toMatchObject({ status: 200 })
+    // Probes and scrapes are DEBUG lines, not written at the default INFO.
+    expect(logged.filter((l) => l.msg === 'request' && ['/health', '/ready', '/metrics'].includes(l.route as string))).toEqual([])
+
+    // A notify for a pushkey stored nowhere: its one line says so (the pushkey at DEBUG only).
+    const unknown = await fetch(`${b.url}/_matrix/push/v1/notify`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ notification: { event_id: '$e', devices: [{ app_id: 'com.acrobits.softphone', pushkey: 'never-reported' }] } }),
+    })
+    expect(await unknown.json()).toEqual({ rejected: ['never-reported'] })
+    const unknownId = unknown.headers.get('x-request-id')
+    await Bun.sleep(50)
+    const ofUnknown = json(b.lines).filter((l) => l.req_id === unknownId)
+    expect(ofUnknown).toEqual([
+      expect.objectContaining({ level: 'info', msg: 'request', status: 200, unknown_pushkeys: 1, devices: [expect.objectContaining({ outcome: 'rejected' })] }),
+    ])
 
     expect(await b.stop()).toBe(0)
     expect(json(b.lines).at(-1)!.msg).toBe('stopped')

@@ -1,5 +1,7 @@
 import { describe, expect, test } from 'bun:test'
-import { createDedupe } from '../../src/gateway/dedupe.ts'
+import { heapStats } from 'bun:jsc'
+import fc from 'fast-check'
+import { createDedupe, DEDUPE_TTL_MS } from '../../src/gateway/dedupe.ts'
 import { planPusherCalls } from '../../src/report/plan.ts'
 import type { Registration } from '../../src/store/types.ts'
 
@@ -49,6 +51,90 @@ describe('dedupe', () => {
     expect(d.seen('pk', '$1')).toBe(false)
     expect(d.seen('pk', '$4')).toBe(true)
     expect(d.seen('pk', '$2')).toBe(true)
+  })
+
+  test('keys that differ only in where event ID and pushkey meet are different', () => {
+    const d = createDedupe({ now: () => 0 })
+    d.remember('bc', '$a')
+    expect(d.seen('c', '$ab')).toBe(false)
+    expect(d.seen('bc', '$a')).toBe(true)
+    d.remember('b\u0000c', '$a')
+    expect(d.seen('c', '$a\u0000b')).toBe(false)
+  })
+
+  // A reference with exact string keys: the last `max` deliveries, oldest first, each for `ttl`; a
+  // key delivered again answers from its newest delivery.
+  function referenceDedupe(ttl: number, max: number, now: () => number) {
+    const deliveries: { key: string; at: number }[] = []
+    return {
+      seen: (pk: string, e: string) => {
+        const newest = deliveries.findLast((d) => d.key === `${e}|${pk}`)
+        return newest !== undefined && newest.at + ttl > now()
+      },
+      remember: (pk: string, e: string) => {
+        deliveries.push({ key: `${e}|${pk}`, at: now() })
+        while (deliveries.length > max || deliveries[0]!.at + ttl <= now()) deliveries.shift()
+      },
+    }
+  }
+
+  test('answers as exact keys would, through evictions, expiry and keys remembered again', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 12 }),
+        fc.array(fc.tuple(fc.constantFrom('remember', 'seen'), fc.integer({ min: 0, max: 20 }), fc.integer({ min: 0, max: 3 }), fc.integer({ min: 0, max: 30 })), { maxLength: 300 }),
+        (max, ops) => {
+          let now = 0
+          const d = createDedupe({ now: () => now, ttlMs: 100, maxEntries: max })
+          const ref = referenceDedupe(100, max, () => now)
+          for (const [op, event, pushkey, step] of ops) {
+            now += step
+            const e = `$${event}`
+            const pk = `pk${pushkey}`
+            if (op === 'remember') {
+              d.remember(pk, e)
+              ref.remember(pk, e)
+            } else if (d.seen(pk, e) !== ref.seen(pk, e)) return false
+          }
+          for (let event = 0; event <= 20; event++) for (let pushkey = 0; pushkey <= 3; pushkey++) {
+            if (d.seen(`pk${pushkey}`, `$${event}`) !== ref.seen(`pk${pushkey}`, `$${event}`)) return false
+          }
+          return true
+        },
+      ),
+      { numRuns: 300 },
+    )
+  })
+
+  test('at its cap, remembers every one of its newest entries for the whole hour', () => {
+    let now = 0
+    const max = 20_000
+    const d = createDedupe({ now: () => now, maxEntries: max })
+    for (let i = 0; i < max * 2; i++) {
+      now = i * 10 // 200 s of deliveries at 100 a second: well within the hour
+      d.remember(`pk${i % 97}`, `$event-${i}`)
+    }
+    now = max * 2 * 10 + DEDUPE_TTL_MS - 200_001 // just under an hour after the oldest kept entry
+    let kept = 0
+    for (let i = max; i < max * 2; i++) if (d.seen(`pk${i % 97}`, `$event-${i}`)) kept++
+    expect(kept).toBe(max)
+    let older = 0
+    for (let i = 0; i < max; i++) if (d.seen(`pk${i % 97}`, `$event-${i}`)) older++
+    expect(older).toBe(0)
+  })
+
+  test('keeps nothing of the keys it remembers: memory does not grow with entries or key length', () => {
+    const d = createDedupe({ now: () => 0 })
+    d.remember('pk', '$warm')
+    Bun.gc(true)
+    const before = heapStats().heapSize
+    const long = 'x'.repeat(10_000)
+    // Kept as strings, these keys would hold about 100 MB.
+    for (let i = 0; i < 5_000; i++) d.remember(`${long}${i}`, `$${long}${i}`)
+    Bun.gc(true)
+    expect(heapStats().heapSize - before).toBeLessThan(8 * 2 ** 20)
+    expect(d.seen(`${long}4999`, `$${long}4999`)).toBe(true)
+    expect(d.seen(`${long}4999`, `$${long}4998`)).toBe(false)
   })
 })
 
