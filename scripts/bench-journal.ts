@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pino from 'pino'
-import { createDedupe } from '../src/gateway/dedupe.ts'
+import { createDedupe, inProcessFilter } from '../src/gateway/dedupe.ts'
 import { createDeliveryJournal } from '../src/gateway/journal.ts'
 import { createNotifyHandler } from '../src/gateway/notify.ts'
 import type { Notification } from '../src/gateway/schema.ts'
@@ -40,7 +40,7 @@ try {
       config: { pnmVerb: 'NotifyTextMessage', fallbackText: 'New message', pnmTimeoutMs: 10_000 },
       store,
       pnm,
-      dedupe: createDedupe({ now: Date.now }),
+      dedupe: inProcessFilter(createDedupe({ now: Date.now })),
       journal: journalled ? createDeliveryJournal({ store, log }) : undefined,
       log,
       metrics: createMetrics(),

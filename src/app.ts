@@ -8,13 +8,17 @@ import type { ValueError } from '@sinclair/typebox/value'
 import type { Logger } from 'pino'
 import { readBodyText } from './body.ts'
 import { clientAddress, isPrivateAddress } from './client-address.ts'
-import { NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH, type Config } from './config.ts'
-import { AppError, badRequest, forbidden, methodNotAllowed, notJson, unrecognized } from './errors.ts'
+import { FETCH_PATH, NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH, SEND_PATH, type Config } from './config.ts'
+import { AppError, badRequest, forbidden, methodNotAllowed, notConfigured, notFound, notJson, unrecognized } from './errors.ts'
 import { NotifyBodySchema, type Notification, type NotifyBody } from './gateway/schema.ts'
 import type { Metrics } from './metrics.ts'
 import { OPENAPI_PATH, openApiDocument } from './openapi.ts'
 import { normalizeReport, parseReportBody, REPORT_BODY_LIMIT, ReportBodySchema, type Report, type ReportBody } from './report/parse.ts'
 import type { TokenStore } from './store/types.ts'
+import type { SendAnswer } from './messages/send.ts'
+import { normalizeSend, SEND_BODY_LIMIT, SendBodySchema, type SendBody, type SendRequest } from './messages/send-request.ts'
+import { assertHomeserver, parseTransactionBody, TRANSACTION_BODY_LIMIT, type TransactionHandler } from './appservice/transactions.ts'
+import { FETCH_BODY_LIMIT, FetchBodySchema, normalizeFetch, type FetchAnswer, type FetchBody, type FetchRequest } from './messages/fetch.ts'
 
 /** The reference push gateway (Sygnal) caps notify bodies at 512 KiB. */
 export const NOTIFY_BODY_LIMIT = 512 * 1024
@@ -33,6 +37,15 @@ export interface AppDeps {
   draining: () => boolean
   /** Serve /metrics on this app (false when METRICS_ADDRESS gives it a listener of its own). */
   serveMetrics: boolean
+  /** Send Message (issue 10). */
+  sendMessage: (r: SendRequest, client: string | undefined, log: Logger) => Promise<SendAnswer>
+  /** Messaging (issue 9): the appservice routes and Fetch Messages; `missing` names what is unset. */
+  messaging: {
+    missing?: string
+    hsToken?: string
+    transactions?: TransactionHandler
+    fetch: (r: FetchRequest, client: string | undefined, log: Logger) => Promise<FetchAnswer>
+  }
 }
 
 /**
@@ -82,6 +95,13 @@ function assertMatches<T extends TSchema>(check: TypeCheck<T>, value: unknown): 
   return value as Static<T>
 }
 
+/** A GET's query string as fields, first value of each name (as a form body is read). */
+function queryFields(request: Request): Record<string, string> {
+  const query: Record<string, string> = {}
+  for (const [key, value] of new URL(request.url).searchParams) if (!(key in query)) query[key] = value
+  return query
+}
+
 const requests = new WeakMap<Request, RequestRecord>()
 
 type Server = { requestIP(r: Request): { address: string } | null } | null
@@ -128,6 +148,8 @@ export function createApp(deps: AppDeps) {
 
   const reportBody = TypeCompiler.Compile(ReportBodySchema)
   const notifyBody = TypeCompiler.Compile(NotifyBodySchema)
+  const sendBody = TypeCompiler.Compile(SendBodySchema)
+  const fetchBody = TypeCompiler.Compile(FetchBodySchema)
   const reportHooks = {
     parse: async ({ request }: { request: Request }) =>
       assertMatches(reportBody, parseReportBody(request.headers.get('content-type'), await readBodyText(request, REPORT_BODY_LIMIT))),
@@ -206,6 +228,45 @@ export function createApp(deps: AppDeps) {
         },
       },
     )
+    .post(SEND_PATH, ({ body, request, server }) => deps.sendMessage(normalizeSend(body as SendBody), peerOf(request, server), reqLog(request)), {
+      parse: async ({ request }) =>
+        assertMatches(sendBody, parseReportBody(request.headers.get('content-type'), await readBodyText(request, SEND_BODY_LIMIT))),
+    })
+    .get(SEND_PATH, ({ request, server }) => {
+      const query = queryFields(request)
+      return deps.sendMessage(normalizeSend(assertMatches(sendBody, query)), peerOf(request, server), reqLog(request))
+    })
+    .put(
+      '/_matrix/app/v1/transactions/:txnId',
+      ({ body, params, request }) => messaging().transactions!.handle(params.txnId, body as unknown[], reqLog(request)).then(() => ({})),
+      {
+        parse: async ({ request }) => {
+          assertAppservice(request)
+          return parseTransactionBody(await readBodyText(request, TRANSACTION_BODY_LIMIT))
+        },
+      },
+    )
+    .post('/_matrix/app/v1/ping', ({ request }) => {
+      // The body ({"transaction_id": ...}) says nothing the answer depends on.
+      assertAppservice(request)
+      return {}
+    })
+    .get('/_matrix/app/v1/users/:userId', ({ request }) => {
+      assertAppservice(request)
+      throw notFound('This application service creates no users')
+    })
+    .get('/_matrix/app/v1/rooms/:alias', ({ request }) => {
+      assertAppservice(request)
+      throw notFound('This application service creates no rooms')
+    })
+    .post(FETCH_PATH, ({ body, request, server }) => deps.messaging.fetch(normalizeFetch(body as FetchBody), peerOf(request, server), reqLog(request)), {
+      parse: async ({ request }) =>
+        assertMatches(fetchBody, parseReportBody(request.headers.get('content-type'), await readBodyText(request, FETCH_BODY_LIMIT))),
+    })
+    .get(FETCH_PATH, ({ request, server }) => {
+      const query = queryFields(request)
+      return deps.messaging.fetch(normalizeFetch(assertMatches(fetchBody, query)), peerOf(request, server), reqLog(request))
+    })
     .get('/health', () => ({ status: 'ok' }))
     .get(OPENAPI_PATH, () => openApiDocument())
     .get('/ready', async ({ set }) => {
@@ -224,10 +285,22 @@ export function createApp(deps: AppDeps) {
 
   if (deps.serveMetrics) app.get('/metrics', () => metricsResponse(deps))
 
-  for (const path of [REPORT_PATH, REMOVAL_PATH, NOTIFY_PATH, '/health', '/ready', OPENAPI_PATH, ...(deps.serveMetrics ? ['/metrics'] : [])]) {
+  for (const path of ['/_matrix/app/v1/transactions/:txnId', '/_matrix/app/v1/ping', FETCH_PATH, SEND_PATH, REPORT_PATH, REMOVAL_PATH, NOTIFY_PATH, '/health', '/ready', OPENAPI_PATH, ...(deps.serveMetrics ? ['/metrics'] : [])]) {
     app.all(path, () => {
       throw methodNotAllowed()
     })
+  }
+
+  function messaging() {
+    const m = deps.messaging
+    if (m.missing !== undefined || m.transactions === undefined) throw notConfigured(m.missing ?? 'MATRIX_HS_TOKEN', 'Messaging')
+    return m
+  }
+
+  /** Before the body is read: Synapse proves itself with the hs_token. */
+  function assertAppservice(request: Request) {
+    const m = messaging()
+    assertHomeserver(request, m.hsToken!)
   }
 
   function assertNotifyAllowed(request: Request, server: Server) {

@@ -5,11 +5,22 @@
 import type { DestinationStream } from 'pino'
 import { createApp } from './app.ts'
 import { missingFor, type Config } from './config.ts'
-import { createDedupe } from './gateway/dedupe.ts'
 import { createDeliveryJournal } from './gateway/journal.ts'
 import { createPusherMigrator } from './gateway/migrate-pushers.ts'
-import { createNotifyHandler } from './gateway/notify.ts'
+import { createTransactionHandler } from './appservice/transactions.ts'
+import { createEnrolment } from './messages/enrol.ts'
+import { createFetchService } from './messages/fetch.ts'
+import type { MessageIndex } from './messages/index-store.ts'
+import { openSqliteIndex } from './messages/sqlite-index.ts'
+import { createJobWorker } from './messages/jobs.ts'
+import { createPushView } from './messages/push-view.ts'
+import { createDedupe, inProcessFilter, type DuplicateFilter } from './gateway/dedupe.ts'
+import type { SQL } from 'bun'
+import { createSharedDuplicateFilter } from './gateway/dedupe-shared.ts'
+import { createPgFailureLedger } from './store/pg-auth.ts'
+import { createNotifyHandler, NOTIFY_DEADLINE_MS } from './gateway/notify.ts'
 import { createLogger } from './log.ts'
+import type { AddressBook } from './addresses.ts'
 import { createPasswordVerifier, matrixPasswordBackend } from './matrix/auth.ts'
 import { ctiPasswordBackend } from './cti/backend.ts'
 import type { MappingEntry } from './report/mapping.ts'
@@ -18,6 +29,10 @@ import { createMetrics } from './metrics.ts'
 import { createPnmClient } from './pnm/client.ts'
 import { createPusherWorker } from './pusher/worker.ts'
 import { createReportService } from './report/service.ts'
+import { notConfigured } from './errors.ts'
+import { openSqliteOutbox } from './messages/outbox.ts'
+import { createSendService } from './messages/send.ts'
+import { createSendIndex } from './messages/send-index.ts'
 import { openSqliteStore } from './store/sqlite.ts'
 import type { TokenStore } from './store/types.ts'
 
@@ -26,6 +41,10 @@ export interface ComposeOptions {
   now?: () => number
   logDestination?: DestinationStream
   store?: TokenStore
+  /** The duplicate filter; default: shared through `postgres` when given, else one in this process. */
+  dedupe?: DuplicateFilter
+  /** The PostgreSQL pool of the store: what the instances share beyond the store goes through it too. */
+  postgres?: SQL
   pusherRetryBaseMs?: number
   pusherRetryMaxMs?: number
   pnmRetryDelaysMs?: readonly number[]
@@ -36,6 +55,10 @@ export interface ComposeOptions {
   reportPusherWaitMs?: number
   /** How often the delivery journal is written. */
   journalFlushMs?: number
+  /** Waits between retries of a failed /send, and the longest a send may take (tests shorten them). */
+  sendRetryDelaysMs?: readonly number[]
+  sendBudgetMs?: number
+  index?: MessageIndex
 }
 
 /**
@@ -80,13 +103,35 @@ export function compose(config: Config, options: ComposeOptions = {}) {
       : matrix && config.authMode === 'matrix'
         ? matrixPasswordBackend({ matrix, log, serverName: config.serverName })
         : undefined
-  const verifier = backend && createPasswordVerifier({ backend, log, metrics, now, limits, cacheTtlMs: config.authCacheTtlMs })
+  const verifier =
+    backend &&
+    createPasswordVerifier({
+      backend,
+      log,
+      metrics,
+      now,
+      limits,
+      cacheTtlMs: config.authCacheTtlMs,
+      ledger: options.postgres ? createPgFailureLedger(options.postgres, now) : undefined,
+    })
   /**
    * Who is who beyond the account's own user: MAPPING_FILE, and with AUTH_MODE=ext the CTI's users
    * as last listed. One MappingEntry shape for push and for the messaging addresses.
    */
   const directory = { entries: (): readonly MappingEntry[] => cti?.directory.entries() ?? config.mapping }
-  const reports = createReportService({ config, store, verifier, worker, log, metrics, now, storeBusyWaitMs: options.storeBusyWaitMs, inlineWaitMs: options.reportPusherWaitMs })
+  const messaging = composeMessaging(config, { log, now, matrix, verifier, directory, index: options.index, store, jobRetryBaseMs: options.pusherRetryBaseMs })
+  const reports = createReportService({
+    config,
+    store,
+    verifier,
+    worker,
+    log,
+    metrics,
+    now,
+    storeBusyWaitMs: options.storeBusyWaitMs,
+    inlineWaitMs: options.reportPusherWaitMs,
+    enrol: messaging.index && messaging.enrol,
+  })
   const journal = createDeliveryJournal({ store, log: log.child({ component: 'journal' }), flushMs: options.journalFlushMs })
   const migrator = createPusherMigrator({
     store,
@@ -95,18 +140,24 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     enabled: config.pushGatewayUrl !== undefined && missingFor(config).pushers === undefined,
   })
   const notify = createNotifyHandler({
+    pushView: messaging.pushView,
     config,
     store,
     pnm,
     journal,
     migrator,
-    dedupe: createDedupe({ now }),
+    dedupe:
+      options.dedupe ??
+      (options.postgres
+        ? createSharedDuplicateFilter(options.postgres, { now, sendingMs: (options.notifyDeadlineMs ?? NOTIFY_DEADLINE_MS) + 5_000 })
+        : inProcessFilter(createDedupe({ now }))),
     log,
     metrics,
     now,
     retryDelaysMs: options.pnmRetryDelaysMs,
     deadlineMs: options.notifyDeadlineMs,
   })
+  const send = composeSend(config, { log, now, matrix, verifier, messaging, retryDelaysMs: options.sendRetryDelaysMs, budgetMs: options.sendBudgetMs })
   let draining = false
   const app = createApp({
     config,
@@ -117,10 +168,15 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     reports,
     draining: () => draining,
     serveMetrics: config.metricsAddress === undefined,
+    sendMessage: send.send,
+    messaging: { missing: messaging.missing, hsToken: config.hsToken, transactions: messaging.transactions, fetch: messaging.fetch },
   })
   return {
     app,
     store,
+    outbox: send.outbox,
+    index: messaging.index,
+    messaging,
     worker,
     journal,
     directory,
@@ -134,3 +190,149 @@ export function compose(config: Config, options: ComposeOptions = {}) {
 }
 
 export type Service = ReturnType<typeof compose>
+
+/**
+ * Messaging (issue 9), on when the homeserver URL, MATRIX_AS_TOKEN and MATRIX_HS_TOKEN are all set:
+ * the message index, the transaction handler Synapse feeds, Fetch Messages and enrolment.
+ */
+function composeMessaging(
+  config: Config,
+  deps: {
+    log: ReturnType<typeof createLogger>
+    now: () => number
+    matrix?: ReturnType<typeof createMatrixClient>
+    verifier?: ReturnType<typeof createPasswordVerifier>
+    /** Who is who: MAPPING_FILE, and with AUTH_MODE=ext the CTI's users (read at each use). */
+    directory: { entries(): readonly MappingEntry[] }
+    index?: MessageIndex
+    store: TokenStore
+    jobRetryBaseMs?: number
+  },
+) {
+  const missing = missingFor(config).messaging
+  const index = missing === undefined ? (deps.index ?? openSqliteIndex(config.dbPath)) : undefined
+  const log = deps.log.child({ component: 'messaging' })
+  // The appservice's own user (sender_localpart) is never enrolled; whoami with the as_token names it.
+  let senderUserId: string | undefined
+  if (index && deps.matrix) {
+    deps.matrix.whoami().then(
+      (r) => (senderUserId = r.userId),
+      (e) => log.warn({ err: (e as Error).message }, "could not learn the appservice's own user (whoami)"),
+    )
+  }
+  const context = () => ({
+    senderUserId,
+    serverName: config.serverName,
+    autoJoinDirect: config.autoJoinDirect,
+    oldestTs: deps.now() - config.messageRetentionDays * 86_400_000,
+  })
+  const jobs = index && deps.matrix ? createJobWorker({ index, matrix: deps.matrix, log, now: deps.now, context, retryBaseMs: deps.jobRetryBaseMs }) : undefined
+  const wake = { afterCommit: () => jobs?.kick() }
+  const enrol = index ? createEnrolment({ index, senderUserId: () => senderUserId, now: deps.now, afterQueue: () => wake.afterCommit() }) : async () => {}
+  const transactions = index
+    ? createTransactionHandler({
+        index,
+        log,
+        now: deps.now,
+        context,
+        afterCommit: () => wake.afterCommit(),
+      })
+    : undefined
+  // A getter: with AUTH_MODE=ext the CTI's list changes at each good password check, and the
+  // addresses of pushes, Fetch Messages and Send Message follow it.
+  const book: AddressBook = {
+    serverName: config.serverName,
+    get mapping() {
+      return deps.directory.entries()
+    },
+  }
+  const pushView = index ? createPushView({ index, matrix: deps.matrix, book, now: deps.now, context }) : undefined
+  const fetchService = createFetchService({
+    index: index!,
+    verifier: deps.verifier,
+    authMode: config.authMode,
+    missing,
+    book,
+    enrol,
+    now: deps.now,
+  })
+  let pruner: ReturnType<typeof setInterval> | undefined
+  const prune = async () => {
+    if (!index) return
+    try {
+      const { messages } = await index.prune(deps.now() - config.messageRetentionDays * 86_400_000)
+      if (messages > 0) log.info({ messages, retention_days: config.messageRetentionDays }, 'old messages left the index')
+    } catch (e) {
+      log.error({ err: (e as Error).message }, 'could not prune the message index')
+    }
+  }
+  return {
+    missing,
+    index,
+    book,
+    context,
+    transactions,
+    enrol,
+    jobs,
+    fetch: fetchService.fetch,
+    pushView,
+    /** Starts the jobs, prunes hourly, and enrols the users who reported a token before messaging was on. */
+    async start() {
+      if (!index) return
+      jobs?.start()
+      pruner = setInterval(prune, 3_600_000)
+      // In the background: a large token table must not delay the start.
+      const enrolExisting = async () => {
+        await prune()
+        // Rows imported from the Go proxy have no Matrix user until their app reports again.
+        const users = new Set((await deps.store.listRegistrations()).flatMap((r) => (r.matrixUserId === undefined ? [] : [r.matrixUserId])))
+        for (const userId of users) await enrol(userId, log).catch((e) => log.error({ user_id: userId, err: (e as Error).message }, 'could not enrol the user for messaging'))
+      }
+      void enrolExisting()
+    },
+    async stop() {
+      if (pruner) clearInterval(pruner)
+      await jobs?.stop()
+    },
+  }
+}
+
+/** Send Message (issue 10): on when messaging is; it reads and writes the same message index. */
+function composeSend(
+  config: Config,
+  deps: {
+    log: ReturnType<typeof createLogger>
+    now: () => number
+    matrix?: ReturnType<typeof createMatrixClient>
+    verifier?: ReturnType<typeof createPasswordVerifier>
+    messaging: ReturnType<typeof composeMessaging>
+    retryDelaysMs?: readonly number[]
+    budgetMs?: number
+  },
+) {
+  const { index, missing, context, enrol, book } = deps.messaging
+  if (index === undefined || deps.matrix === undefined) {
+    return {
+      outbox: undefined,
+      send: async () => {
+        throw notConfigured(missing ?? 'MATRIX_HOMESERVER_URL', 'Messaging')
+      },
+    }
+  }
+  const outbox = openSqliteOutbox(config.dbPath, { inTurn: index.inTurn })
+  const service = createSendService({
+    matrix: deps.matrix,
+    index: createSendIndex({ index, matrix: deps.matrix, context, now: deps.now }),
+    outbox,
+    verifier: deps.verifier,
+    authMode: config.authMode,
+    book,
+    enrol,
+    now: deps.now,
+    dedupeSeconds: config.sendDedupeSeconds,
+    dedupeSecret: config.asToken,
+    retryDelaysMs: deps.retryDelaysMs,
+    budgetMs: deps.budgetMs,
+  })
+  return { outbox, send: service.send }
+}

@@ -7,11 +7,13 @@ import { isAbsolute, resolve } from 'node:path'
 import { BlockList, isIP } from 'node:net'
 import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { parseMappingFile, type MappingEntry } from './report/mapping.ts'
-import { redactUserinfo } from './secrets.ts'
+import { redactPassword, redactUserinfo } from './secrets.ts'
 
 export const NOTIFY_PATH = '/_matrix/push/v1/notify'
 export const REPORT_PATH = '/api/client/push_token_report'
 export const REMOVAL_PATH = '/api/client/account_removal_report'
+export const SEND_PATH = '/api/client/send_message'
+export const FETCH_PATH = '/api/client/fetch_messages'
 export const DEFAULT_PNM_URL = 'https://pnm.cloudsoftphone.com/pnm2/send'
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'
@@ -29,6 +31,8 @@ export interface Config {
   readonly host: string
   readonly port: number
   readonly dbPath: string
+  /** DATABASE_URL (postgres:// or postgresql://): PostgreSQL instead of the SQLite file. Holds the password: print it only through redactPassword. */
+  readonly databaseUrl?: string
   readonly pnmUrl: string
   readonly pnmTimeoutMs: number
   readonly pnmMaxInflight: number
@@ -65,6 +69,14 @@ export interface Config {
   /** When set, only these addresses may call the push gateway. */
   readonly notifyAllowedIps?: AddressSet
   readonly metricsAddress?: { readonly host: string; readonly port: number }
+  /** Send Message: a repeat of the same message within this many seconds is sent once; 0 off. */
+  readonly sendDedupeSeconds: number
+  /** The registration's hs_token: what Synapse sends to the appservice routes. */
+  readonly hsToken?: string
+  /** The registration's `id`, for the client-side appservice ping. */
+  readonly asId: string
+  readonly messageRetentionDays: number
+  readonly autoJoinDirect: boolean
   /** Serve HTTPS with these PEM files (read at start and again on SIGHUP). */
   readonly tls?: TlsFiles
 }
@@ -88,6 +100,7 @@ export const ENV_DOC: ReadonlyArray<readonly [string, string]> = [
   ['PROXY_HOST', 'listen address: an IP address or host name (default 0.0.0.0)'],
   ['PROXY_PORT', 'listen port (default 8080)'],
   ['PUSH_TOKEN_DB_PATH', 'SQLite file (default $STATE_DIRECTORY/push_tokens.db, else data/push_tokens.db)'],
+  ['DATABASE_URL', 'postgres://user:password@host:5432/db: PostgreSQL, shared by several instances (unset: the SQLite file)'],
   ['PNM_URL', `Acrobits PNM endpoint (default ${DEFAULT_PNM_URL})`],
   ['PNM_TIMEOUT_MS', 'timeout of one PNM request (default 10000)'],
   ['PNM_MAX_INFLIGHT', 'PNM requests in flight at most; past it notify answers 503 (default 256)'],
@@ -113,6 +126,11 @@ export const ENV_DOC: ReadonlyArray<readonly [string, string]> = [
   ['TLS_KEY_FILE', 'PEM private key of TLS_CERT_FILE'],
   ['LOGLEVEL', 'trace, debug, info (default), warn, error, fatal (any case); WARNING and CRITICAL too'],
   ['LOG_FORMAT', 'json (default) or pretty'],
+  ['SEND_DEDUPE_SECONDS', 'Send Message: the same message repeated within this many seconds is sent once (default 10; 0 off)'],
+  ['MATRIX_HS_TOKEN', "the registration's hs_token; messaging is on with it, MATRIX_HOMESERVER_URL and MATRIX_AS_TOKEN"],
+  ['MATRIX_AS_ID', "the registration's id (default matrix2acrobits)"],
+  ['MESSAGE_RETENTION_DAYS', 'days a message stays in the message index (default 30)'],
+  ['AUTO_JOIN_DIRECT', 'on (default) or off: accept direct-chat invites for enrolled users'],
 ]
 
 /** Every level of pino, as the log lines print them (`"level":"warn"`), plus the Python names WARNING and CRITICAL. */
@@ -269,6 +287,14 @@ export function loadConfig(
     if (found === undefined) errors.push(`${name}: "${raw}" is not one of ${allowed.join(', ')}`)
     return found ?? fallback
   }
+  const onOff = (name: string, fallback: boolean): boolean => {
+    const raw = get(name)?.toLowerCase()
+    if (raw === undefined) return fallback
+    if (['on', 'true', '1', 'yes'].includes(raw)) return true
+    if (['off', 'false', '0', 'no'].includes(raw)) return false
+    errors.push(`${name}: "${raw}" is not on or off`)
+    return fallback
+  }
   const addresses = (name: string): AddressSet | undefined => {
     const raw = get(name)
     if (raw === undefined) return undefined
@@ -302,6 +328,11 @@ export function loadConfig(
   const absolute = (path: string) => (isAbsolute(path) ? path : resolve(io.cwd, path))
   // SQLite's name for a database in memory, not a file in the working directory.
   const dbPath = rawDbPath === MEMORY_DB ? MEMORY_DB : absolute(rawDbPath)
+  const databaseUrl = get('DATABASE_URL')
+  if (databaseUrl !== undefined) {
+    const problem = databaseUrlProblem(databaseUrl)
+    if (problem !== undefined) errors.push(`DATABASE_URL: "${redactPassword(databaseUrl)}" ${problem}`)
+  }
 
   const mappingFile = get('MAPPING_FILE')
   let mapping: MappingEntry[] = []
@@ -385,6 +416,7 @@ export function loadConfig(
     host,
     port: int('PROXY_PORT', 8080, 0, 65535),
     dbPath,
+    databaseUrl,
     pnmUrl,
     pnmTimeoutMs: int('PNM_TIMEOUT_MS', 10_000, 1, 600_000),
     pnmMaxInflight: int('PNM_MAX_INFLIGHT', 256, 1, 100_000),
@@ -410,6 +442,11 @@ export function loadConfig(
     trustProxy: addresses('TRUST_PROXY'),
     notifyAllowedIps: addresses('NOTIFY_ALLOWED_IPS'),
     metricsAddress,
+    sendDedupeSeconds: int('SEND_DEDUPE_SECONDS', 10, 0, 86_400),
+    hsToken: get('MATRIX_HS_TOKEN'),
+    asId: get('MATRIX_AS_ID') ?? 'matrix2acrobits',
+    messageRetentionDays: int('MESSAGE_RETENTION_DAYS', 30, 1, 36_500),
+    autoJoinDirect: onOff('AUTO_JOIN_DIRECT', true),
     tls,
   }
   return errors.length > 0 ? { ok: false, errors } : { ok: true, config: Object.freeze(config) }
@@ -438,7 +475,29 @@ export function missingFor(config: Config) {
           : config.asToken === undefined
             ? 'MATRIX_AS_TOKEN'
             : undefined,
+    /** Messaging (the appservice feed, the message index, Fetch Messages) needs all three. */
+    messaging:
+      config.homeserverUrl === undefined
+        ? 'MATRIX_HOMESERVER_URL'
+        : config.asToken === undefined
+          ? 'MATRIX_AS_TOKEN'
+          : config.hsToken === undefined
+            ? 'MATRIX_HS_TOKEN'
+            : undefined,
     /** Deriving user IDs from usernames needs a server name. */
     serverName: config.serverName === undefined ? 'MATRIX_SERVER_NAME' : undefined,
   }
+}
+
+/** Why DATABASE_URL cannot be used, or undefined: only PostgreSQL is reached by URL. */
+export function databaseUrlProblem(raw: string): string | undefined {
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    return 'is not a URL (postgres://user:password@host:5432/database)'
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') return 'must start with postgres:// or postgresql:// (unset it to use the SQLite file PUSH_TOKEN_DB_PATH)'
+  if (url.hostname === '' && !url.searchParams.has('host')) return 'names no host (postgres://user:password@host:5432/database)'
+  return undefined
 }

@@ -13,6 +13,8 @@ export type ErrCode =
   | 'M_LIMIT_EXCEEDED'
   | 'M_UNAVAILABLE'
   | 'M_UNKNOWN'
+  | 'M_UNAUTHORIZED'
+  | 'M_NOT_FOUND'
 
 export class AppError extends Error {
   constructor(
@@ -42,3 +44,4 @@ export const unavailable = (message: string, retryAfter?: number) =>
 export const badGateway = (message: string) => new AppError('M_UNKNOWN', 502, message)
 export const notConfigured = (variable: string, what: string) =>
   unavailable(`${what} is not possible: ${variable} is not set`)
+export const notFound = (message: string) => new AppError('M_NOT_FOUND', 404, message)

@@ -6,15 +6,16 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { runCheck } from './cli/check.ts'
+import { runMigrateDb } from './cli/migrate-db.ts'
 import { consoleIo } from './cli/common.ts'
 import { runPushersSync } from './cli/pushers.ts'
 import { runPushTest } from './cli/push-test.ts'
 import { runRegistration } from './cli/registration.ts'
 import { runTokensDelete, runTokensList, runTokensShow } from './cli/tokens.ts'
 import pkg from '../package.json' with { type: 'json' }
-import { compose, type Service } from './compose.ts'
+import { compose, SERVICE_BUSY_TIMEOUT_MS, type Service } from './compose.ts'
 import { ENV_DOC, loadConfig, MEMORY_DB, missingFor, readTlsFiles, type Config } from './config.ts'
-import { describeDatabaseError } from './store/sqlite.ts'
+import { describeStoreError, openDatabase, storeName } from './store/open.ts'
 import { readFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import { errorBody, metricsResponse } from './app.ts'
@@ -63,7 +64,7 @@ export function configOrExit(env: Record<string, string | undefined>): Config {
  */
 async function announce(service: Service, config: Config) {
   const { log } = service
-  for (const note of await service.store.migrationNotes()) log.info({ database: config.dbPath }, note)
+  for (const note of await service.store.migrationNotes()) log.info({ database: storeName(config) }, note)
   const missing = missingFor(config)
   if (config.pushGatewayUrl === undefined) {
     log.warn('PROXY_URL is not set: pushers are not registered on the homeserver; tokens are still stored and notifications still forwarded')
@@ -79,18 +80,23 @@ async function announce(service: Service, config: Config) {
     log.warn(`${variable} is not set: token reports are answered 503 until it is; ${needs.join(' and ')} need${needs.length === 1 ? 's' : ''} it`)
   }
   if (config.authMode === 'ext') log.info({ ext_auth_url: redactUserinfo(config.extAuthUrl ?? '') }, 'AUTH_MODE=ext: passwords are checked by the NethVoice CTI server')
+  if (missing.messaging !== undefined) {
+    log.info(`messaging is off: ${missing.messaging} is not set (Fetch Messages and the appservice routes answer 503)`)
+  } else if (config.authMode === 'none') {
+    log.warn('messaging is on but AUTH_MODE=none: Fetch Messages refuses every request (it needs a password check)')
+  }
   if (config.authMode === 'none') {
     log.warn('AUTH_MODE=none: token reports are not authenticated; anyone who can reach this service can redirect the notifications of any user')
     if (missing.serverName !== undefined) log.warn('MATRIX_SERVER_NAME is not set: only Matrix IDs and MAPPING_FILE entries can be resolved')
   } else if (config.mappingFile !== undefined && config.authMode === 'matrix') {
     log.info('MAPPING_FILE is ignored with AUTH_MODE=matrix: the homeserver names the user')
   }
-  if (config.dbPath === MEMORY_DB) log.warn('PUSH_TOKEN_DB_PATH is :memory: the tokens are kept in memory only and lost when the process stops')
+  if (config.databaseUrl === undefined && config.dbPath === MEMORY_DB) log.warn('PUSH_TOKEN_DB_PATH is :memory: the tokens are kept in memory only and lost when the process stops')
   try {
     await service.store.probeWritable()
   } catch (e) {
     log.warn(
-      { database: config.dbPath, err: describeDatabaseError(config.dbPath, e) },
+      { database: storeName(config), err: describeStoreError(config, e) },
       'the database does not accept writes: token reports and /ready answer 503 until it does; notifications are still delivered',
     )
   }
@@ -112,14 +118,16 @@ const readText = (path: string) => readFileSync(path, 'utf8')
 export async function serve(config: Config): Promise<void> {
   // Everything this process creates (the database, its journal) is readable by its owner only.
   process.umask(0o077)
-  let service: Service
+  let database: Awaited<ReturnType<typeof openDatabase>>
   try {
-    service = compose(config, { defaultMetrics: true })
+    database = await openDatabase(config, { busyTimeoutMs: SERVICE_BUSY_TIMEOUT_MS })
   } catch (e) {
-    console.error(`matrix2acrobits: cannot open the database ${config.dbPath}: ${describeDatabaseError(config.dbPath, e)}`)
+    console.error(`matrix2acrobits: cannot open the database ${storeName(config)}: ${describeStoreError(config, e)}`)
     process.exit(1)
   }
-  const { app, log, worker, store } = service
+  const { store } = database
+  const service = compose(config, { defaultMetrics: true, store, postgres: database.postgres })
+  const { app, log, worker } = service
   await announce(service, config)
 
   // idleTimeout covers the longest answer the proxy gives (the notify deadline), in seconds.
@@ -172,6 +180,7 @@ export async function serve(config: Config): Promise<void> {
     log.info({ address: `${metricsServer.hostname}:${metricsServer.port}` }, 'metrics listening')
   }
   worker.start()
+  await service.messaging.start()
 
   /** Listeners replaced by a certificate reload, finishing the requests they were answering. */
   const retiring = new Set<Promise<void>>()
@@ -213,7 +222,10 @@ export async function serve(config: Config): Promise<void> {
     metricsServer?.stop(true)
     await worker.stop()
     await service.journal.flush()
+    await service.messaging.stop()
     await store.close()
+    service.outbox?.close()
+    service.index?.close()
     log.info('stopped')
     process.exit(0)
   }
@@ -229,7 +241,8 @@ export async function serve(config: Config): Promise<void> {
       address: `${app.server!.hostname}:${app.server!.port}`,
       port: app.server!.port,
       tls: config.tls !== undefined,
-      database: config.dbPath,
+      database: storeName(config),
+      messaging: missingFor(config).messaging === undefined ? 'on' : `off (${missingFor(config).messaging} is not set)`,
     },
     'matrix2acrobits listening',
   )
@@ -274,8 +287,9 @@ const COMMAND_TABLE: readonly Command[] = [
       'homeserver-url': { type: 'string' },
       'proxy-url': { type: 'string' },
       output: { type: 'string', short: 'o' },
+      url: { type: 'string' },
     },
-    usage: `appservice-registration [--server-name NAME] [--homeserver-url URL] [--proxy-url URL] [--id ID] [--sender-localpart NAME] [-o FILE]
+    usage: `appservice-registration [--server-name NAME] [--homeserver-url URL] [--proxy-url URL] [--id ID] [--sender-localpart NAME] [--url URL] [-o FILE]
   Prints a Synapse appservice registration with fresh as_token and hs_token, then the matching
   environment lines as comments. With -o, writes the registration to FILE (mode 0600, never over
   an existing file) and prints the environment lines. A value it does not know is printed
@@ -284,7 +298,9 @@ const COMMAND_TABLE: readonly Command[] = [
   --homeserver-url    MATRIX_HOMESERVER_URL for the environment lines (default: the environment's)
   --proxy-url         PROXY_URL, the base URL at which Synapse reaches this proxy (default: the environment's)
   --id                registration id (default matrix2acrobits)
-  --sender-localpart  the appservice's own user (default matrix2acrobits)`,
+  --sender-localpart  the appservice's own user (default matrix2acrobits)
+  --url               the proxy's base URL as Synapse reaches it (default PROXY_URL; without
+                      either, url: null and messaging stays off)`,
     run: (v, _a, env) =>
       runRegistration(
         env,
@@ -295,6 +311,7 @@ const COMMAND_TABLE: readonly Command[] = [
           id: str(v.id),
           senderLocalpart: str(v['sender-localpart']),
           output: str(v.output),
+          url: str(v.url),
         },
         consoleIo,
       ),
@@ -353,6 +370,19 @@ const COMMAND_TABLE: readonly Command[] = [
   restore, or a new PROXY_URL). Exit 1 when the homeserver refused one; it stays queued.
   --verbose  one line per account, not only the failures`,
     run: (v, _a, env) => runPushersSync(env, { verbose: v.verbose === true }, consoleIo),
+  },
+  {
+    words: ['migrate-db'],
+    summary: 'copy the SQLite database into an empty PostgreSQL database (for several instances)',
+    args: [],
+    options: { to: { type: 'string' } },
+    usage: `migrate-db --to <postgres URL>
+  Copies the SQLite database (PUSH_TOKEN_DB_PATH: registrations and pending pusher calls) into
+  an empty PostgreSQL database, in one transaction, creating the schema. Run again on a database
+  that holds exactly this copy, it changes nothing (exit 0); a database holding anything else is
+  refused (exit 1). Stop the service first, so that nothing is written meanwhile.
+  --to   postgres://user:password@host:5432/database (the password is never printed)`,
+    run: (v, _a, env) => runMigrateDb(env, { to: str(v.to) }, consoleIo),
   },
 ]
 

@@ -19,6 +19,7 @@ export const NOTIFICATION_OUTCOMES = [
   'failed',
   'overloaded',
   'store_error',
+  'sending_elsewhere',
 ] as const satisfies readonly DeviceOutcome[]
 // Fails to compile when notify.ts gains an outcome this list does not name.
 const everyOutcomeListed: Exclude<DeviceOutcome, (typeof NOTIFICATION_OUTCOMES)[number]> extends never ? true : never = true

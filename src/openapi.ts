@@ -6,9 +6,11 @@
  * time (STACK-NOTES), and this way the document is plain data that works the same in the binary.
  */
 import pkg from '../package.json' with { type: 'json' }
-import { NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH } from './config.ts'
+import { FETCH_PATH, NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH, SEND_PATH } from './config.ts'
+import { FetchBodySchema } from './messages/fetch.ts'
 import { NotifyBodySchema, NotifyResponseSchema } from './gateway/schema.ts'
 import { ReportBodySchema } from './report/parse.ts'
+import { SendBodySchema } from './messages/send-request.ts'
 
 export const OPENAPI_PATH = '/openapi.json'
 
@@ -21,6 +23,8 @@ const SCHEMAS = {
   TokenReport: plain(ReportBodySchema),
   NotifyBody: plain(NotifyBodySchema),
   NotifyResponse: plain(NotifyResponseSchema),
+  SendMessage: plain(SendBodySchema),
+  FetchMessages: plain(FetchBodySchema),
 }
 
 const json = (ref: string) => ({ 'application/json': { schema: { $ref: `#/components/schemas/${ref}` } } })
@@ -54,6 +58,71 @@ function reportOperation(summary: string, description: string) {
   }
 }
 
+/** Send Message: POST with a JSON or form body, or GET with the same fields in the query. */
+function sendOperations() {
+  const summary = 'Send Message'
+  const description =
+    'Sends a text as the user into the direct chat with `to` (found or created) or into the group `to` names; a read report becomes a read receipt. Answers the Matrix event id as `sms_id`.'
+  const responses = {
+    '200': answer('Sent (or a repeat within SEND_DEDUPE_SECONDS: the first sms_id)', 'SmsId'),
+    '400': answer('Bad fields: unknown recipient (`to`), sending to oneself, empty or over 32 KiB body, unsupported content_type', 'Error'),
+    '401': answer('Wrong or missing username/password', 'Error'),
+    '403': answer('AUTH_MODE=none, or no longer a member of the group', 'Error'),
+    '413': answer('Body larger than 256 KiB', 'Error'),
+    '429': answer('Too many failed logins or more than 30 messages a minute; see Retry-After', 'Error'),
+    '502': answer('The homeserver refused (or encrypted the new direct chat)', 'Error'),
+    '503': answer('Homeserver unavailable (see Retry-After), or messaging is not configured', 'Error'),
+  }
+  const fields = Object.keys(SendBodySchema.properties).map((name) => ({ name, in: 'query', required: false, schema: { type: 'string' } }))
+  return {
+    post: {
+      tags: ['Acrobits'],
+      summary,
+      description,
+      requestBody: {
+        required: true,
+        content: {
+          'application/json': { schema: { $ref: '#/components/schemas/SendMessage' } },
+          'application/x-www-form-urlencoded': { schema: { $ref: '#/components/schemas/SendMessage' } },
+        },
+      },
+      responses,
+    },
+    get: { tags: ['Acrobits'], summary, description, parameters: fields, responses },
+  }
+}
+
+function fetchOperations() {
+  const responses = {
+    '200': {
+      description: 'The user\'s deliveries after the cursors, oldest first, at most 100 per list',
+      content: { 'application/json': { schema: { type: 'object', required: ['date', 'received_smss', 'sent_smss'] } } },
+    },
+    '400': answer('Malformed request', 'Error'),
+    '401': answer('Wrong or missing username/password', 'Error'),
+    '403': answer('AUTH_MODE=none: nobody\'s messages are readable without a password check', 'Error'),
+    '413': answer('Body larger than 8 KiB', 'Error'),
+    '503': answer('Messaging is off (a variable is not set) or the homeserver could not check the password', 'Error'),
+  }
+  const operation = { tags: ['Acrobits'], summary: 'Fetch Messages (modern)', responses }
+  return {
+    post: {
+      ...operation,
+      requestBody: {
+        required: true,
+        content: {
+          'application/json': { schema: { $ref: '#/components/schemas/FetchMessages' } },
+          'application/x-www-form-urlencoded': { schema: { $ref: '#/components/schemas/FetchMessages' } },
+        },
+      },
+    },
+    get: {
+      ...operation,
+      parameters: ['username', 'password', 'last_id', 'last_known_sms_id', 'last_sent_id', 'last_known_sent_sms_id', 'device'].map((name) => ({ name, in: 'query', schema: { type: 'string' } })),
+    },
+  }
+}
+
 export function buildOpenApiDocument() {
   return {
     openapi: '3.1.0',
@@ -71,6 +140,7 @@ export function buildOpenApiDocument() {
     paths: {
       [REPORT_PATH]: reportOperation('Push Token Reporter', 'Stores the push tokens of an account and registers its pusher on the homeserver.'),
       [REMOVAL_PATH]: reportOperation('Account Removal Reporter', 'Forgets an account and deletes its pusher on the homeserver.'),
+      [SEND_PATH]: sendOperations(),
       [NOTIFY_PATH]: {
         post: {
           tags: ['Matrix'],
@@ -87,6 +157,36 @@ export function buildOpenApiDocument() {
             '503': answer('Overloaded or token store unavailable; retry later', 'MatrixError'),
           },
         },
+      },
+      [FETCH_PATH]: fetchOperations(),
+      '/_matrix/app/v1/transactions/{txnId}': {
+        put: {
+          tags: ['Matrix'],
+          summary: 'Application service API: a transaction of events (Synapse, with the hs_token)',
+          parameters: [{ name: 'txnId', in: 'path', required: true, schema: { type: 'string' } }],
+          requestBody: { required: true, content: { 'application/json': { schema: { type: 'object', required: ['events'], properties: { events: { type: 'array' } } } } } },
+          responses: {
+            '200': answer('Committed (or committed before)', 'Empty'),
+            '400': answer('M_NOT_JSON / M_BAD_JSON', 'MatrixError'),
+            '401': answer('M_UNAUTHORIZED: no hs_token', 'MatrixError'),
+            '403': answer('M_FORBIDDEN: wrong hs_token', 'MatrixError'),
+            '413': answer('Body larger than 8 MiB', 'MatrixError'),
+            '503': answer('Messaging off, or the index could not store it; Synapse retries', 'MatrixError'),
+          },
+        },
+      },
+      '/_matrix/app/v1/ping': {
+        post: {
+          tags: ['Matrix'],
+          summary: 'Application service API: ping (Synapse, with the hs_token)',
+          responses: { '200': answer('Reachable, token right', 'Empty'), '401': answer('No hs_token', 'MatrixError'), '403': answer('Wrong hs_token', 'MatrixError') },
+        },
+      },
+      '/_matrix/app/v1/users/{userId}': {
+        get: { tags: ['Matrix'], summary: 'Application service API: user query', responses: { '404': answer('M_NOT_FOUND: the proxy creates no users', 'MatrixError') } },
+      },
+      '/_matrix/app/v1/rooms/{alias}': {
+        get: { tags: ['Matrix'], summary: 'Application service API: room alias query', responses: { '404': answer('M_NOT_FOUND: the proxy creates no rooms', 'MatrixError') } },
       },
       '/health': {
         get: {
@@ -127,6 +227,7 @@ export function buildOpenApiDocument() {
           required: ['errcode', 'error'],
           properties: { errcode: { type: 'string', examples: ['M_BAD_JSON'] }, error: { type: 'string' } },
         },
+        SmsId: { type: 'object', required: ['sms_id'], properties: { sms_id: { type: 'string', description: 'The Matrix event id' } } },
         Status: {
           type: 'object',
           required: ['status'],

@@ -18,4 +18,11 @@ export function constantTimeEqual(a: string, b: string): boolean {
  * A URL as it may be printed: `https://user:secret@host/` becomes `https://***@host/`. Works on
  * text that does not parse as a URL too, since error messages quote what was given.
  */
+/**
+ * A database URL as it may be printed: the user stays (it helps the operator), the password does
+ * not: `postgres://app:secret@db/x` becomes `postgres://app:[REDACTED]@db/x` (a `password=` parameter too).
+ */
+export const redactPassword = (url: string) =>
+  url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/?#:@]*):[^/?#]*@/i, '$1:[REDACTED]@').replace(/([?&]password=)[^&#]*/gi, '$1[REDACTED]')
+
 export const redactUserinfo = (url: string) => url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1***@')

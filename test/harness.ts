@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { compose, type ComposeOptions } from '../src/compose.ts'
 import { loadConfig } from '../src/config.ts'
+import { openPostgres } from '../src/store/postgres.ts'
 import { startFakePnm } from './fakes/pnm.ts'
 import { startFakeSynapse, type FakeSynapseOptions } from './fakes/synapse.ts'
 
@@ -107,7 +108,11 @@ export async function startHarness(options: HarnessOptions = {}) {
     ...options.env,
   })
   if (!result.ok) throw new Error(result.errors.join('\n'))
+  // DATABASE_URL in env: the service on PostgreSQL (tests give it a schema of their own).
+  const pg = result.config.databaseUrl === undefined ? undefined : await openPostgres(result.config.databaseUrl)
   const service = compose(result.config, {
+    store: pg?.store,
+    postgres: pg?.sql,
     logDestination: logs.stream,
     pusherRetryBaseMs: 50,
     pusherRetryMaxMs: 400,
@@ -115,6 +120,7 @@ export async function startHarness(options: HarnessOptions = {}) {
     ...options.compose,
   })
   service.worker.start()
+  await service.messaging.start()
 
   async function request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
     const init: RequestInit = { method, headers: { ...headers } }
@@ -138,7 +144,10 @@ export async function startHarness(options: HarnessOptions = {}) {
     async close() {
       await service.worker.stop()
       await service.journal.flush()
+      await service.messaging.stop()
       await service.store.close()
+      service.outbox?.close()
+      service.index?.close()
       synapse.stop()
       pnm.stop()
       rmSync(dir, { recursive: true, force: true })

@@ -13,6 +13,10 @@ import { MEMORY_DB, missingFor, type Config } from '../config.ts'
 import { createMatrixClient, MatrixError, type FetchFn, type MatrixClient } from '../matrix/client.ts'
 import { redactUserinfo } from '../secrets.ts'
 import { describeDatabaseError, openSqliteStore } from '../store/sqlite.ts'
+import { migrationState, PG_MIGRATIONS } from '../store/pg-migrations.ts'
+import { connectPostgres, createPostgresStore, describePostgresError } from '../store/postgres.ts'
+import { redactPassword } from '../secrets.ts'
+import type { TokenStore } from '../store/types.ts'
 import { withTimeout } from '../timeout.ts'
 import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, type CliIo, type Env, type ExitCode } from './common.ts'
 
@@ -94,7 +98,8 @@ export async function runCheck(env: Env, options: CheckOptions, io: CliIo): Prom
   const lookupTimeoutMs = options.lookupTimeoutMs ?? 5_000
 
   io.out('database')
-  if (config.dbPath === MEMORY_DB) warn('PUSH_TOKEN_DB_PATH is :memory: the service keeps the tokens in memory only, lost at every restart')
+  if (config.databaseUrl !== undefined) await checkPostgres(config.databaseUrl, ok, warn, fail)
+  else if (config.dbPath === MEMORY_DB) warn('PUSH_TOKEN_DB_PATH is :memory: the service keeps the tokens in memory only, lost at every restart')
   else await checkDatabase(config, ok, fail)
 
   io.out('homeserver')
@@ -102,6 +107,11 @@ export async function runCheck(env: Env, options: CheckOptions, io: CliIo): Prom
   const server = await checkAppserviceToken(matrix, config, ok, fail)
   if (server !== undefined) await checkNamespace(matrix, options.user ?? `@${SAMPLE_LOCALPART}:${server}`, options.user !== undefined, ok, fail)
   io.out("  note  Synapse cannot be asked whether the namespace is exclusive: it must say 'exclusive: false', or Synapse sends no pushes for its users")
+
+  io.out('messaging (appservice link)')
+  const messagingMissing = missingFor(config).messaging
+  if (messagingMissing !== undefined) warn(`${messagingMissing} is not set: messaging is off (no message index, Fetch Messages answers 503)`)
+  else await checkAppservicePing(matrix, config, ok, fail)
 
   io.out('push gateway URL')
   const proxyHost = new URL(config.proxyUrl!).hostname.replace(/^\[|\]$/g, '')
@@ -155,17 +165,67 @@ async function checkDatabase(config: Config, ok: (t: string) => void, fail: (t: 
   try {
     store = openSqliteStore(config.dbPath)
     await store.probeWritable()
-    const pending = await store.pendingJobs()
-    ok(`${config.dbPath} is writable: ${await store.countRegistrations()} accounts, ${pending.length} pusher calls pending`)
-    const failing = pending.filter((j) => j.lastError !== undefined)
-    if (failing.length > 0) {
-      const last = failing[failing.length - 1]!
-      fail(`${failing.length} pusher calls keep failing; the latest error (${last.userId}): ${last.lastError}`)
-    }
+    await reportContents(store, `${config.dbPath} is writable`, ok, fail)
   } catch (e) {
     fail(`${config.dbPath} is not usable: ${describeDatabaseError(config.dbPath, e)}`)
   } finally {
     await store?.close()
+  }
+}
+
+/** The oldest PostgreSQL release the schema and the queries are written for. */
+const PG_MIN_MAJOR = 12
+
+/** PostgreSQL (DATABASE_URL): connect, version, migrations current, writable; nothing changed. */
+async function checkPostgres(url: string, ok: (t: string) => void, warn: (t: string) => void, fail: (t: string) => void) {
+  const name = redactPassword(url)
+  const sql = connectPostgres(url, { max: 1 })
+  try {
+    let version: number
+    try {
+      const [row]: { v: string; n: string }[] = await sql`SELECT version() AS v, current_setting('server_version_num') AS n`
+      version = Number(row!.n)
+      ok(`${name}: connected (${row!.v.split(',')[0]})`)
+    } catch (e) {
+      fail(`${name}: cannot connect: ${describePostgresError(url, e)}`)
+      return
+    }
+    if (Math.floor(version / 10000) < PG_MIN_MAJOR) fail(`PostgreSQL ${Math.floor(version / 10000)} is older than ${PG_MIN_MAJOR}, the oldest release supported`)
+    const { applied, known } = await migrationState(sql)
+    if (applied > known) fail(`the schema is at version ${applied}, newer than this release knows (${known}): upgrade matrix2acrobits`)
+    else if (applied < known) warn(`${known - applied} of ${PG_MIGRATIONS.length} schema migrations not applied yet: the service applies them when it starts`)
+    else ok(`schema current (version ${applied})`)
+    // A write rolled back: proves the permissions without leaving anything behind.
+    const ROLLBACK = new Error('rollback')
+    try {
+      await sql.begin(async (tx) => {
+        if (applied > 0) await tx`INSERT INTO probe (id, at) VALUES (1, 0) ON CONFLICT (id) DO UPDATE SET at = excluded.at`
+        else await tx`CREATE TABLE m2a_check_probe (id INTEGER)`
+        throw ROLLBACK
+      })
+    } catch (e) {
+      if (e !== ROLLBACK) {
+        fail(`${name} does not accept writes: ${describePostgresError(url, e)}`)
+        return
+      }
+    }
+    if (applied === known) await reportContents(createPostgresStore(sql), `${name} is writable`, ok, fail)
+    else ok(`${name} is writable`)
+  } catch (e) {
+    fail(`${name} is not usable: ${describePostgresError(url, e)}`)
+  } finally {
+    await sql.end({ timeout: 5 }).catch(() => {})
+  }
+}
+
+/** The accounts and pusher calls stored, and the calls that keep failing. */
+async function reportContents(store: TokenStore, what: string, ok: (t: string) => void, fail: (t: string) => void) {
+  const pending = await store.pendingJobs()
+  ok(`${what}: ${await store.countRegistrations()} accounts, ${pending.length} pusher calls pending`)
+  const failing = pending.filter((j) => j.lastError !== undefined)
+  if (failing.length > 0) {
+    const last = failing[failing.length - 1]!
+    fail(`${failing.length} pusher calls keep failing; the latest error (${last.userId}): ${last.lastError}`)
   }
 }
 
@@ -203,5 +263,33 @@ async function checkNamespace(matrix: MatrixClient, user: string, named: boolean
       if (named) fail(`the users namespace covers ${user}, but the homeserver has no such user`)
       else ok(`the users namespace covers ${user} (a made-up user, so "not registered" is the expected answer)`)
     } else fail(`whoami as ${user} failed: ${message}`)
+  }
+}
+
+/**
+ * Asks Synapse to ping this proxy's appservice routes (POST /_matrix/client/v1/appservice/{id}/ping):
+ * Synapse calls the registration's `url` with its hs_token, so one call tests the URL, the
+ * network path and MATRIX_HS_TOKEN together (FIELD-GUIDE §7 lists the answers).
+ */
+export async function checkAppservicePing(matrix: MatrixClient, config: Config, ok: (t: string) => void, fail: (t: string) => void) {
+  try {
+    const { durationMs } = await matrix.pingAppservice(config.asId, undefined, 65_000)
+    ok(`Synapse reached this proxy's appservice routes with the hs_token (${durationMs} ms)`)
+  } catch (e) {
+    const err = e as MatrixError
+    const status = typeof err.data?.status === 'number' ? err.data.status : undefined
+    if (err.errcode === 'M_BAD_STATUS' && (status === 401 || status === 403)) {
+      fail(`Synapse reached the proxy but the hs_token does not match: set MATRIX_HS_TOKEN to the registration's hs_token (the proxy answered ${status})`)
+    } else if (err.errcode === 'M_BAD_STATUS') {
+      fail(`Synapse reached the registration's url but it answered ${status ?? 'an error'}: is url this proxy's base URL, and is messaging on there?`)
+    } else if (err.errcode === 'M_CONNECTION_FAILED' || err.errcode === 'M_CONNECTION_TIMEOUT') {
+      fail(`Synapse cannot reach the registration's url (${err.errcode}): set url to the proxy's base URL as Synapse reaches it (appservice-registration --url), then restart Synapse`)
+    } else if (err.errcode === 'M_URL_NOT_SET') {
+      fail("the registration's url is null: Synapse sends no transactions; set it (appservice-registration --url) and restart Synapse")
+    } else if (err.status === 403 && /Mismatching application service ID/i.test(err.message)) {
+      fail(`MATRIX_AS_ID "${config.asId}" is not the registration's id`)
+    } else {
+      fail(`appservice ping failed: ${err.message}`)
+    }
   }
 }

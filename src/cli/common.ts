@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs'
 import pino, { type Logger } from 'pino'
 import { loadConfig, type Config } from '../config.ts'
 import { createLogger } from '../log.ts'
-import { describeDatabaseError, openSqliteStore } from '../store/sqlite.ts'
+import { describeStoreError, openStore, storeName } from '../store/open.ts'
 import type { TokenStore } from '../store/types.ts'
 
 /** The same codes as `serve`: 0 success, 1 a runtime failure, 2 invalid configuration or usage. */
@@ -39,15 +39,15 @@ export function configOrReport(env: Env, io: CliIo): Config | undefined {
  * The store of an existing database. A command that only reads or removes must not leave an
  * empty database behind when PUSH_TOKEN_DB_PATH (or STATE_DIRECTORY) points at the wrong place.
  */
-export function openExistingStore(config: Config, io: CliIo): TokenStore | undefined {
-  if (!existsSync(config.dbPath)) {
+export async function openExistingStore(config: Config, io: CliIo): Promise<TokenStore | undefined> {
+  if (config.databaseUrl === undefined && !existsSync(config.dbPath)) {
     io.err(`matrix2acrobits: no token database at ${config.dbPath} (set PUSH_TOKEN_DB_PATH, or STATE_DIRECTORY as systemd does)`)
     return undefined
   }
   try {
-    return openSqliteStore(config.dbPath)
+    return await openStore(config)
   } catch (e) {
-    io.err(`matrix2acrobits: cannot open the database ${config.dbPath}: ${describeDatabaseError(config.dbPath, e)}`)
+    io.err(`matrix2acrobits: cannot open the database ${storeName(config)}: ${describeStoreError(config, e)}`)
     return undefined
   }
 }

@@ -24,7 +24,7 @@ const MEANING = {
 export async function runPushTest(env: Env, selector: string, io: CliIo, options: { fetch?: FetchFn } = {}): Promise<ExitCode> {
   const config = configOrReport(env, io)
   if (!config) return EXIT_CONFIG
-  const store = openExistingStore(config, io)
+  const store = await openExistingStore(config, io)
   if (!store) return EXIT_FAILED
   let row
   try {

@@ -25,7 +25,7 @@ export async function runPushersSync(env: Env, options: { verbose?: boolean }, i
     io.err(`matrix2acrobits: ${missing} is not set: pushers cannot be registered`)
     return EXIT_CONFIG
   }
-  const store = openExistingStore(config, io)
+  const store = await openExistingStore(config, io)
   if (!store) return EXIT_FAILED
   try {
     const queued: { r: Registration; jobIds: number[] }[] = []

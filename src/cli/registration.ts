@@ -2,8 +2,9 @@
  * `appservice-registration`: the registration file Synapse needs (app_service_config_files) and
  * the environment lines that match it. FIELD-GUIDE §2 fixes its shape: the users namespace must
  * be `exclusive: false` (Synapse sends no pushes for users in an exclusive namespace),
- * `rate_limited: false` (pushers/set on behalf of users must not be throttled), and `url: null`
- * (the proxy wants no transactions, so hs_token is never used, but Synapse requires one).
+ * `rate_limited: false` (pushers/set on behalf of users must not be throttled), and `url`: the
+ * proxy's base URL as Synapse reaches it, where Synapse sends transactions with the hs_token
+ * (messaging); `null` only when no URL is known, and messaging then stays off.
  */
 import { randomBytes } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
@@ -19,6 +20,8 @@ export interface RegistrationOptions {
   senderLocalpart?: string
   /** Write the YAML to this file (mode 0600, never over an existing file) instead of stdout. */
   output?: string
+  /** The proxy's base URL as Synapse reaches it (default PROXY_URL). */
+  url?: string
 }
 
 export interface Registration {
@@ -27,6 +30,7 @@ export interface Registration {
   hsToken: string
   senderLocalpart: string
   userRegex: string
+  url?: string
 }
 
 /** Hex: no character that YAML, a shell or an env file would read specially. */
@@ -48,8 +52,9 @@ export function registrationYaml(r: Registration): string {
     '# Synapse application service registration for matrix2acrobits.',
     '# List this file in app_service_config_files (homeserver.yaml) and restart Synapse.',
     `id: ${yamlQuote(r.id)}`,
-    '# No transactions are wanted: the proxy only acts for users (pushers/set).',
-    'url: null',
+    ...(r.url === undefined
+      ? ['# No URL was given (--url or PROXY_URL): Synapse sends no transactions, so messaging stays off.', 'url: null']
+      : ['# Synapse sends room events here (transactions) for messaging.', `url: ${yamlQuote(r.url)}`]),
     `as_token: ${yamlQuote(r.asToken)}`,
     `hs_token: ${yamlQuote(r.hsToken)}`,
     `sender_localpart: ${yamlQuote(r.senderLocalpart)}`,
@@ -98,7 +103,19 @@ export function runRegistration(env: Env, options: RegistrationOptions, io: CliI
     io.err(`matrix2acrobits: "${senderLocalpart}" is not a valid localpart (lower-case letters, digits, ._=-/+)`)
     return EXIT_CONFIG
   }
+  let url: string | undefined = config.proxyUrl
+  if (options.url !== undefined) {
+    try {
+      const parsed = new URL(options.url.trim())
+      if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new Error('not http(s)')
+      url = parsed.toString().replace(/\/+$/, '')
+    } catch {
+      io.err(`matrix2acrobits: --url "${options.url}" is not an http(s) URL`)
+      return EXIT_CONFIG
+    }
+  }
   const registration: Registration = {
+    url,
     id: options.id ?? 'matrix2acrobits',
     asToken: freshToken(),
     hsToken: freshToken(),
@@ -112,7 +129,9 @@ export function runRegistration(env: Env, options: RegistrationOptions, io: CliI
     ...envLine('MATRIX_HOMESERVER_URL', config.homeserverUrl, 'https://matrix.example.org', "the homeserver's client-server API URL (or pass --homeserver-url)"),
     `MATRIX_SERVER_NAME=${serverName}`,
     `MATRIX_AS_TOKEN=${registration.asToken}`,
-    ...envLine('PROXY_URL', config.proxyUrl, 'https://push.example.org', 'the base URL at which Synapse reaches this proxy (or pass --proxy-url)'),
+    `MATRIX_HS_TOKEN=${registration.hsToken}`,
+    `MATRIX_AS_ID=${registration.id}`,
+    ...envLine('PROXY_URL', config.proxyUrl ?? url, 'https://push.example.org', 'the base URL at which Synapse reaches this proxy (or pass --proxy-url)'),
   ]
   if (options.output !== undefined) {
     try {
@@ -123,12 +142,14 @@ export function runRegistration(env: Env, options: RegistrationOptions, io: CliI
       return EXIT_FAILED
     }
     io.err(`wrote ${options.output} (mode 0600); the environment for matrix2acrobits follows`)
+    if (url === undefined) io.err('note: url is null (no --url, no PROXY_URL): Synapse sends no transactions and messaging stays off')
     for (const line of envLines) io.out(line)
     return EXIT_OK
   }
   // Stdout stays one valid YAML document: the env lines follow as comments.
   io.out(yaml.trimEnd())
   io.out('')
+  if (url === undefined) io.err('note: url is null (no --url, no PROXY_URL): Synapse sends no transactions and messaging stays off')
   io.out('# Environment for matrix2acrobits (its EnvironmentFile), matching this registration:')
   for (const line of envLines) io.out(line.startsWith('#') ? line : `# ${line}`)
   return EXIT_OK

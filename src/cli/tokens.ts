@@ -4,6 +4,7 @@
  * logs use, which lets a log line and a row be matched.
  */
 import { missingFor, type Config } from '../config.ts'
+import { storeName } from '../store/open.ts'
 import { planPusherCalls } from '../report/plan.ts'
 import { tokenHash } from '../secrets.ts'
 import type { Delivery, PusherJob, Registration, TokenStore } from '../store/types.ts'
@@ -54,7 +55,7 @@ const hashOrDash = (token: string | undefined) => (token === undefined ? '-' : t
 async function withStore(env: Env, io: CliIo, run: (store: TokenStore, config: Config) => Promise<ExitCode>): Promise<ExitCode> {
   const config = configOrReport(env, io)
   if (!config) return EXIT_CONFIG
-  const store = openExistingStore(config, io)
+  const store = await openExistingStore(config, io)
   if (!store) return EXIT_FAILED
   try {
     return await run(store, config)
@@ -72,7 +73,7 @@ export function runTokensList(env: Env, options: { json?: boolean }, io: CliIo) 
       return EXIT_OK
     }
     if (rows.length === 0) {
-      io.out(`no registrations in ${config.dbPath}`)
+      io.out(`no registrations in ${storeName(config)}`)
       return EXIT_OK
     }
     const lines = table([

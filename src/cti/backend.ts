@@ -34,7 +34,8 @@ export function ctiPasswordBackend(o: {
   fetch?: FetchFn
 }): PasswordBackend & { directory: CtiDirectory } {
   const doFetch = o.fetch ?? fetch
-  let users: readonly MappingEntry[] = []
+  // The CTI's users then MAPPING_FILE's, built once per listing: address rendering reads it per message.
+  let entries: readonly MappingEntry[] = o.mapping
   const where = redactUserinfo(o.url)
 
   async function call(path: string, init: RequestInit): Promise<{ status: number; json: unknown }> {
@@ -79,8 +80,8 @@ export function ctiPasswordBackend(o: {
     if (listed.status !== 200 || !Value.Check(ChatAnswerSchema, listed.json)) {
       throw new CtiUnavailable(`${where}/api/chat?users=1 answered ${listed.status}${listed.status === 200 ? ' without a users list' : ''}`)
     }
-    users = usersToMapping(listed.json.users, o.serverName)
-    const resolved = resolveMatrixUser({ username: login, selector: '' }, [...users, ...o.mapping], o.serverName)
+    entries = [...usersToMapping(listed.json.users, o.serverName), ...o.mapping]
+    const resolved = resolveMatrixUser({ username: login, selector: '' }, entries, o.serverName)
     if (!resolved.ok) return { ok: false, reason: 'invalid_username', error: resolved.error, failure: false }
     return { ok: true, userId: resolved.userId }
   }
@@ -97,6 +98,6 @@ export function ctiPasswordBackend(o: {
         throw unavailable('The CTI server could not check the credentials; try again later')
       }
     },
-    directory: { entries: () => [...users, ...o.mapping] },
+    directory: { entries: () => entries },
   }
 }

@@ -24,6 +24,30 @@ export interface Dedupe {
 export const DEDUPE_TTL_MS = 60 * 60 * 1000
 export const DEDUPE_MAX_ENTRIES = 200_000
 
+/**
+ * What the notify handler asks before and after a PNM call. `claim` answers at once (no promise)
+ * when the filter lives in this process, so the SQLite path costs no more than the lookup; a
+ * filter shared through PostgreSQL (dedupe-shared.ts) answers with a promise.
+ * - 'claimed': send it; then `delivered`, or `release` when it was not delivered;
+ * - 'duplicate': delivered already, not sent again;
+ * - 'elsewhere': another instance is sending it at this moment (Synapse is asked to retry).
+ */
+export type Claim = 'claimed' | 'duplicate' | 'elsewhere'
+export interface DuplicateFilter {
+  claim(pushkey: string, eventId: string): Claim | Promise<Claim>
+  delivered(pushkey: string, eventId: string): void | Promise<void>
+  release(pushkey: string, eventId: string): void | Promise<void>
+}
+
+/** The in-process filter as a DuplicateFilter: one instance, so nothing is ever sent elsewhere. */
+export function inProcessFilter(dedupe: Dedupe): DuplicateFilter {
+  return {
+    claim: (pushkey, eventId) => (dedupe.seen(pushkey, eventId) ? 'duplicate' : 'claimed'),
+    delivered: (pushkey, eventId) => dedupe.remember(pushkey, eventId),
+    release: () => {},
+  }
+}
+
 /** Marks a ring slot whose key was remembered again later: it is no longer in the index. */
 const MOVED = -Infinity
 

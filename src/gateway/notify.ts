@@ -20,13 +20,14 @@ import type { PnmClient } from '../pnm/client.ts'
 import { classifyPnmAnswer, type PnmOutcome } from '../pnm/outcome.ts'
 import type { TokenStore } from '../store/types.ts'
 import { tokenHash } from '../secrets.ts'
-import type { Dedupe } from './dedupe.ts'
+import type { DuplicateFilter } from './dedupe.ts'
 import type { DeliveryJournal } from './journal.ts'
 import type { PusherMigrator } from './migrate-pushers.ts'
 import { SELECTOR_DATA_KEY } from '../pusher/body.ts'
 import type { Device, Notification } from './schema.ts'
 import { isBadgeOnly, translateNotification } from './translate.ts'
 import type { Metrics } from '../metrics.ts'
+import { applyPushView, type PushViewLookup } from '../messages/push-view.ts'
 
 /** Synapse waits 60 s for an answer; the proxy answers well before, whatever the PNM does. */
 export const NOTIFY_DEADLINE_MS = 25_000
@@ -42,6 +43,7 @@ export type DeviceOutcome =
   | 'failed'
   | 'overloaded'
   | 'store_error'
+  | 'sending_elsewhere'
 
 /** Devices listed one by one in the access line; past this, counts per outcome. */
 export const LOGGED_DEVICES = 16
@@ -99,7 +101,7 @@ export interface NotifyDeps {
   config: Pick<Config, 'pnmVerb' | 'fallbackText' | 'pnmTimeoutMs'>
   store: TokenStore
   pnm: PnmClient
-  dedupe: Dedupe
+  dedupe: DuplicateFilter
   journal?: DeliveryJournal
   migrator?: PusherMigrator
   log: Logger
@@ -108,6 +110,8 @@ export interface NotifyDeps {
   sleep?: (ms: number) => Promise<void>
   deadlineMs?: number
   retryDelaysMs?: readonly number[]
+  /** Messaging on: the fetch's view of the message (Id, UserName, ThreadId, text) for the push. */
+  pushView?: PushViewLookup
 }
 
 export function createNotifyHandler(deps: NotifyDeps) {
@@ -209,7 +213,7 @@ export function createNotifyHandler(deps: NotifyDeps) {
     return outcome
   }
 
-  type Account = { selector: string; tokenMsgs: string; appIdMsgs: string }
+  type Account = { selector: string; tokenMsgs: string; appIdMsgs: string; matrixUserId?: string }
 
   async function deliverToAccount(
     n: Notification,
@@ -225,18 +229,56 @@ export function createNotifyHandler(deps: NotifyDeps) {
     }
     const eventId = n.event_id!
     // Two accounts on one phone share its token and may get the same event (a room they are both
-    // in): each account's push is its own.
-    const dedupeKey = `${device.pushkey}\u0000${account.selector}`
-    if (deps.dedupe.seen(dedupeKey, eventId)) {
+    // in): each account's push is its own. (U+001F: PostgreSQL text holds no NUL.)
+    const dedupeKey = `${device.pushkey}\u001f${account.selector}`
+    let claim
+    try {
+      // Taken before the PNM call: a retry reaching another instance meanwhile sends nothing.
+      const pending = deps.dedupe.claim(dedupeKey, eventId)
+      claim = typeof pending === 'string' ? pending : await pending
+    } catch (e) {
+      log.error(dlog.fields({ err: (e as Error).message }), 'duplicate filter unavailable; asking Synapse to retry')
+      return 'store_error'
+    }
+    if (claim === 'duplicate') {
       if (debug()) log.debug(dlog.fields(), 'event already delivered to this device; not sent again')
       return 'duplicate'
     }
-    const request = translateNotification(
+    if (claim === 'elsewhere') {
+      if (debug()) log.debug(dlog.fields(), 'another instance is sending this event to this device now; asking Synapse to retry')
+      return 'sending_elsewhere'
+    }
+    const outcome = await sendClaimed(
       n,
-      device,
-      { selector: account.selector, appId: account.appIdMsgs, token: account.tokenMsgs },
-      { verb: deps.config.pnmVerb, fallbackText: deps.config.fallbackText },
+      dlog,
+      { selector: account.selector, appId: account.appIdMsgs, token: account.tokenMsgs, userId: account.matrixUserId },
+      deadline,
+      trace,
     )
+    try {
+      // Awaited only when the filter answers with a promise: the in-process one costs no await.
+      const recorded = outcome === 'delivered' ? deps.dedupe.delivered(dedupeKey, eventId) : deps.dedupe.release(dedupeKey, eventId)
+      if (recorded) await recorded
+    } catch (e) {
+      log.error(dlog.fields({ err: (e as Error).message }), 'could not record the outcome in the duplicate filter; its claim runs out by itself')
+    }
+    return outcome
+  }
+
+  async function sendClaimed(
+    n: Notification,
+    dlog: DeviceLog,
+    /** userId: undefined for a row imported from the Go proxy until the app reports again. */
+    account: { selector: string; appId: string; token: string; userId: string | undefined },
+    deadline: number,
+    trace: { status?: number; detail?: string },
+  ): Promise<DeviceOutcome> {
+    const { device } = dlog
+    let request = translateNotification(n, device, account, { verb: deps.config.pnmVerb, fallbackText: deps.config.fallbackText })
+    if (deps.pushView && account.userId !== undefined) {
+      const view = await deps.pushView(account.userId, n.event_id!, n.room_id ?? undefined, log, dlog.fields()).catch(() => undefined)
+      if (view) request = applyPushView(request, view, typeof n.content?.body === 'string')
+    }
     const outcome = await deliver(request, deadline, dlog, trace)
     if (outcome !== 'overloaded' && outcome.kind !== 'delivered') trace.detail = outcome.detail
     if (outcome === 'overloaded') {
@@ -245,7 +287,6 @@ export function createNotifyHandler(deps: NotifyDeps) {
     }
     switch (outcome.kind) {
       case 'delivered':
-        deps.dedupe.remember(dedupeKey, eventId)
         return 'delivered'
       case 'token_invalid':
         log.info(dlog.fields({ detail: outcome.detail }), 'PNM no longer knows this device token; rejecting and forgetting it')
@@ -288,6 +329,7 @@ export function createNotifyHandler(deps: NotifyDeps) {
     if (outcomes.includes('failed')) failure = badGateway('The push notification service did not accept the notification; retry later')
     else if (outcomes.includes('overloaded')) failure = unavailable('Too many push notifications in flight; retry later', 1)
     else if (outcomes.includes('store_error')) failure = unavailable('Token store unavailable; retry later', 1)
+    else if (outcomes.includes('sending_elsewhere')) failure = unavailable('This notification is being delivered by another instance; retry later', 1)
     if (failure) throw failure
     return { rejected }
   }

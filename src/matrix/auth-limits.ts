@@ -38,6 +38,25 @@ export interface AuthTicket {
   release(): void
 }
 
+/**
+ * The failure budgets kept where every instance sees them (PostgreSQL): the pair and user keys
+ * are hashes (sharedKeys), never a username or an address.
+ */
+export interface FailureLedger {
+  begin(
+    keys: { pair: string; user: string },
+    limits: { pair: number; user: number },
+  ): Promise<{ ok: true; ids: number[] } | { ok: false; reason: 'pair' | 'user'; retryAfter: number }>
+  fail(ids: number[]): Promise<void>
+  release(ids: number[]): Promise<void>
+}
+
+/** The ledger's keys for a normalised username and an address group, hashed like the limiter's. */
+export const sharedKeys = (normalizedUser: string, addressGroup: string | undefined) => ({
+  pair: `p:${usernameKey(`${normalizedUser}\u0000${addressGroup ?? '-'}`)}`,
+  user: `u:${usernameKey(normalizedUser)}`,
+})
+
 /** A username as the homeserver sees it: `@alice:<server name>`, `alice` and `Alice` are one user. */
 export function normalizeUsername(username: string, serverName: string | undefined): string {
   const lower = username.trim().toLowerCase()

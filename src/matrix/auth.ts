@@ -14,7 +14,7 @@ import { rateLimitGroup } from '../client-address.ts'
 import { AppError, rateLimited, unauthorized, unavailable } from '../errors.ts'
 import type { Metrics } from '../metrics.ts'
 import { tokenHash } from '../secrets.ts'
-import { createAuthLimiter, normalizeUsername, type AuthLimits, type AuthTicket } from './auth-limits.ts'
+import { createAuthLimiter, normalizeUsername, sharedKeys, type AuthLimits, type AuthTicket, type FailureLedger } from './auth-limits.ts'
 import { MatrixError, type MatrixClient } from './client.ts'
 
 export const AUTH_CACHE_TTL_MS = 5 * 60_000
@@ -54,6 +54,8 @@ export function createPasswordVerifier(o: {
   now: () => number
   limits: AuthLimits
   cacheTtlMs?: number
+  /** The failure budgets shared with other instances (PostgreSQL); this process's limiter still applies. */
+  ledger?: FailureLedger
 }): PasswordVerifier {
   const ttl = o.cacheTtlMs ?? AUTH_CACHE_TTL_MS
   const key = randomBytes(32)
@@ -83,6 +85,43 @@ export function createPasswordVerifier(o: {
     },
   }
 
+  /**
+   * The shared budgets too: a refusal there is the same 429 as here. Without the database the
+   * check is not made (503): counting only here would give a guesser five tries per instance.
+   */
+  async function sharedTicket(ledger: FailureLedger, user: string, clientAddress: string | undefined, local: AuthTicket, username: string): Promise<AuthTicket> {
+    let shared
+    try {
+      shared = await ledger.begin(sharedKeys(user, clientAddress === undefined ? undefined : rateLimitGroup(clientAddress)), {
+        pair: o.limits.failuresPerPair,
+        user: o.limits.failuresPerUser,
+      })
+    } catch (e) {
+      local.release()
+      o.log.error({ username, err: (e as Error).message }, 'shared password-check budgets unavailable (database); refusing for now')
+      refuse('busy', unavailable('The credentials cannot be checked now; try again later', 5))
+    }
+    if (!shared.ok) {
+      local.release()
+      o.log.warn({ username, client: clientAddress, limit: shared.reason, retry_after_s: shared.retryAfter, shared: true }, REFUSALS[shared.reason])
+      refuse('rate_limited', rateLimited('Too many failed attempts; try again later', shared.retryAfter))
+    }
+    const { ids } = shared
+    const settle = (what: Promise<void>) =>
+      void what.catch((e) => o.log.error({ username, err: (e as Error).message }, 'could not record the password check in the database'))
+    return {
+      countCheck: () => local.countCheck(),
+      fail: () => {
+        local.fail()
+        settle(ledger.fail(ids))
+      },
+      release: () => {
+        local.release()
+        settle(ledger.release(ids))
+      },
+    }
+  }
+
   /** One password check: the limits, the backend, the cache. */
   async function checkUpstream(username: string, user: string, password: string, ck: string, clientAddress: string | undefined, log: Logger): Promise<string> {
     const attempt = limiter.begin(user, clientAddress === undefined ? undefined : rateLimitGroup(clientAddress))
@@ -92,7 +131,8 @@ export function createPasswordVerifier(o: {
       const what = attempt.reason === 'address' ? 'Too many password checks from this address' : 'Too many failed attempts'
       refuse('rate_limited', rateLimited(`${what}; try again later`, attempt.retryAfter))
     }
-    const { ticket } = attempt
+    const { ticket: local } = attempt
+    const ticket = o.ledger ? await sharedTicket(o.ledger, user, clientAddress, local, username) : local
     let result: CheckResult
     try {
       result = await o.backend.check(username, password, ticket, clientAddress, log)

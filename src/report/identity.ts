@@ -2,14 +2,9 @@
  * Who an Acrobits account is on Matrix when the homeserver is not asked (AUTH_MODE=none).
  * Pure: the mapping and the server name are passed in.
  */
+import { isLocalpart, isMatrixId, mappingEntryForNumber } from '../addresses.ts'
 import { badRequest, notConfigured, type AppError } from '../errors.ts'
 import type { MappingEntry } from './mapping.ts'
-
-// Historical user ID grammar: printable ASCII without ':' and with no spaces.
-const LOCALPART = /^[!-9;-~]+$/
-const MATRIX_ID = /^@[!-9;-~]+:[A-Za-z0-9.\-[\]:]+$/
-
-export const isMatrixId = (s: string) => MATRIX_ID.test(s)
 
 export function resolveMatrixUser(
   input: { username?: string; selector: string },
@@ -21,7 +16,7 @@ export function resolveMatrixUser(
   if (username !== undefined) {
     const lower = username.toLowerCase()
     const entry =
-      mapping.find((e) => e.usernames.has(lower)) ?? mapping.find((e) => e.numbers.has(username))
+      mapping.find((e) => e.usernames.has(lower)) ?? mappingEntryForNumber(mapping, username)
     if (entry) return { ok: true, userId: entry.matrixId }
   }
   const bySelector = mapping.find((e) => e.selectors.has(selector))
@@ -30,7 +25,7 @@ export function resolveMatrixUser(
     return { ok: false, error: badRequest('username is missing and no MAPPING_FILE entry matches the selector') }
   }
   const localpart = (username.split('@')[0] ?? '').toLowerCase()
-  if (!LOCALPART.test(localpart)) {
+  if (!isLocalpart(localpart)) {
     return { ok: false, error: badRequest(`username "${username}" cannot be turned into a Matrix user ID`) }
   }
   if (serverName === undefined) {

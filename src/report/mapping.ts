@@ -18,6 +18,8 @@ const MappingFileSchema = t.Array(MappingEntrySchema)
 
 export interface MappingEntry {
   readonly matrixId: string
+  /** The entry's own `number` (not a sub-number): what the app shows for this user. */
+  readonly number?: string
   readonly usernames: ReadonlySet<string>
   readonly numbers: ReadonlySet<string>
   readonly selectors: ReadonlySet<string>
@@ -42,6 +44,7 @@ export function parseMappingFile(text: string): { ok: true; entries: MappingEntr
     ok: true,
     entries: (json as RawEntry[]).map((e) => ({
       matrixId: e.matrix_id,
+      number: e.number === undefined ? undefined : norm(e.number),
       usernames: new Set(e.username === undefined ? [] : [e.username.trim().toLowerCase()]),
       numbers: new Set([...(e.number === undefined ? [] : [e.number]), ...(e.sub_numbers ?? [])].map(norm)),
       selectors: new Set((e.selectors ?? []).map(norm)),

@@ -15,7 +15,7 @@ import type { Metrics } from '../metrics.ts'
 import type { PusherWorker } from '../pusher/worker.ts'
 import { constantTimeEqual, tokenHash } from '../secrets.ts'
 import { slidingWindow } from '../sliding-window.ts'
-import { describeDatabaseError, isBusyError } from '../store/sqlite.ts'
+import { describeStoreError, isRetryableStoreError } from '../store/open.ts'
 import type { ChangeGuard, Registration, TokenStore } from '../store/types.ts'
 import { withTimeout } from '../timeout.ts'
 import { resolveMatrixUser } from './identity.ts'
@@ -41,6 +41,8 @@ export interface ReportServiceDeps {
   now: () => number
   inlineWaitMs?: number
   storeBusyWaitMs?: number
+  /** Messaging: a user who reports a push token is enrolled (their messages get indexed). */
+  enrol?: (userId: string, log: Logger) => Promise<void>
 }
 
 export type ReportKind = 'report' | 'removal'
@@ -130,11 +132,11 @@ export function createReportService(deps: ReportServiceDeps) {
           result = await write()
           break
         } catch (e) {
-          if (isBusyError(e) && performance.now() + pause < giveUpAt) {
+          if (isRetryableStoreError(e) && performance.now() + pause < giveUpAt) {
             await Bun.sleep(pause)
             continue
           }
-          log.error({ selector: report.selector, err: describeDatabaseError(deps.config.dbPath, e) }, 'token store unavailable; report not stored')
+          log.error({ selector: report.selector, err: describeStoreError(deps.config, e) }, 'token store unavailable; report not stored')
           throw unavailable('The token store is unavailable; try again later', 5)
         }
       }
@@ -166,6 +168,10 @@ export function createReportService(deps: ReportServiceDeps) {
           { selector: row.selector, user_id: row.matrixUserId, pushkey: describe(row), limit: config.maxDevicesPerUser },
           'least recently reported registration removed: MAX_DEVICES_PER_USER reached',
         )
+      }
+      if (kind === 'report' && deps.enrol) {
+        // The token is stored whatever happens here; the next report or fetch enrols again.
+        await deps.enrol(userId, log).catch((e) => log.error({ user_id: userId, err: (e as Error).message }, 'could not enrol the user for messaging'))
       }
       if (result.jobs.length > 0) {
         const selectors = [report.selector, ...result.evicted.map((r) => r.selector)]

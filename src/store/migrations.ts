@@ -47,6 +47,107 @@ export const MIGRATIONS: ReadonlyArray<(db: Database) => void | string> = [
     db.run('CREATE INDEX registrations_pushkey_newest ON registrations (token_msgs, app_id_msgs, updated_at DESC)')
     db.run('DROP INDEX registrations_token_msgs')
   },
+  // The message index (issue 9): what the appservice feed brings in, and what each user is shown.
+  (db) => {
+    // Message events only (state is folded into rooms and members); `ord` is the order of arrival.
+    db.run(`CREATE TABLE mx_events (
+      ord         INTEGER PRIMARY KEY AUTOINCREMENT,
+      event_id    TEXT NOT NULL UNIQUE,
+      room_id     TEXT NOT NULL,
+      sender      TEXT NOT NULL,
+      ts          INTEGER NOT NULL,
+      text        TEXT NOT NULL,
+      author_name TEXT NOT NULL,
+      edit_of     TEXT,
+      redacted    INTEGER NOT NULL DEFAULT 0,
+      stored_at   INTEGER NOT NULL
+    )`)
+    db.run('CREATE INDEX mx_events_room ON mx_events (room_id, ord)')
+    db.run('CREATE INDEX mx_events_edit_of ON mx_events (edit_of) WHERE edit_of IS NOT NULL')
+    db.run('CREATE INDEX mx_events_ts ON mx_events (ts)')
+    db.run('CREATE TABLE mx_redacted (event_id TEXT PRIMARY KEY, redacted_at INTEGER NOT NULL)')
+    db.run(`CREATE TABLE mx_rooms (
+      room_id         TEXT PRIMARY KEY,
+      kind            TEXT CHECK (kind IN ('direct', 'group')),
+      is_direct       INTEGER NOT NULL DEFAULT 0,
+      name            TEXT,
+      canonical_alias TEXT,
+      conversation    TEXT NOT NULL,
+      predecessor     TEXT,
+      successor       TEXT,
+      updated_at      INTEGER NOT NULL
+    )`)
+    db.run(`CREATE TABLE mx_members (
+      room_id      TEXT NOT NULL,
+      user_id      TEXT NOT NULL,
+      membership   TEXT NOT NULL,
+      display_name TEXT,
+      since_ord    INTEGER NOT NULL DEFAULT 0,
+      from_stream  INTEGER NOT NULL,
+      updated_at   INTEGER NOT NULL,
+      PRIMARY KEY (room_id, user_id)
+    ) WITHOUT ROWID`)
+    db.run('CREATE INDEX mx_members_user ON mx_members (user_id)')
+    db.run('CREATE TABLE mx_enrolled (user_id TEXT PRIMARY KEY, enrolled_at INTEGER NOT NULL, caught_up_at INTEGER)')
+    // `ord` repeats the message's position: a page of a user's list is read from the covering
+    // index and joined to its messages by integer key, whatever the size of the index.
+    db.run(`CREATE TABLE mx_deliveries (
+      seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+      user_id    TEXT NOT NULL,
+      event_id   TEXT NOT NULL,
+      ord        INTEGER NOT NULL,
+      sent       INTEGER NOT NULL,
+      created_at INTEGER NOT NULL,
+      UNIQUE (user_id, event_id)
+    )`)
+    db.run('CREATE INDEX mx_deliveries_list ON mx_deliveries (user_id, sent, seq, ord)')
+    db.run('CREATE INDEX mx_deliveries_event ON mx_deliveries (event_id)')
+    db.run(`CREATE TABLE mx_addresses (
+      user_id      TEXT NOT NULL,
+      address      TEXT NOT NULL,
+      conversation TEXT NOT NULL,
+      assigned_at  INTEGER NOT NULL,
+      PRIMARY KEY (user_id, address)
+    )`)
+    db.run('CREATE INDEX mx_addresses_conversation ON mx_addresses (user_id, conversation, assigned_at)')
+    db.run(`CREATE TABLE mx_device_cursors (
+      user_id      TEXT NOT NULL,
+      device       TEXT NOT NULL,
+      received_seq INTEGER NOT NULL DEFAULT 0,
+      sent_seq     INTEGER NOT NULL DEFAULT 0,
+      updated_at   INTEGER NOT NULL,
+      PRIMARY KEY (user_id, device)
+    ) WITHOUT ROWID`)
+    db.run('CREATE TABLE mx_transactions (txn_id TEXT PRIMARY KEY, committed_at INTEGER NOT NULL)')
+    db.run(`CREATE TABLE mx_jobs (
+      id              INTEGER PRIMARY KEY AUTOINCREMENT,
+      kind            TEXT NOT NULL,
+      user_id         TEXT NOT NULL,
+      room_id         TEXT NOT NULL DEFAULT '',
+      attempts        INTEGER NOT NULL DEFAULT 0,
+      next_attempt_at INTEGER NOT NULL,
+      lease_until     INTEGER NOT NULL DEFAULT 0,
+      last_error      TEXT,
+      created_at      INTEGER NOT NULL,
+      UNIQUE (kind, user_id, room_id)
+    )`)
+  },
+  // Send Message's outbox (issue 10): one row per message, written before Synapse is called.
+  (db) => {
+    db.run(`CREATE TABLE send_outbox (
+      txn_id     TEXT PRIMARY KEY,
+      user_id    TEXT NOT NULL,
+      dedupe_key TEXT NOT NULL,
+      room_id    TEXT,
+      event_id   TEXT,
+      state      TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed')),
+      created_at INTEGER NOT NULL,
+      updated_at INTEGER NOT NULL
+    )`)
+    db.run('CREATE INDEX send_outbox_key ON send_outbox (dedupe_key, updated_at)')
+    db.run('CREATE INDEX send_outbox_created ON send_outbox (created_at)')
+  },
+  // Issue 14: several accounts on one phone, the delivery journal, the Go proxy's table.
   (db) => {
     // matrix_user_id may be NULL: rows imported from the Go proxy (below) have no Matrix user
     // until the app reports again. SQLite cannot drop a NOT NULL: the table is copied.

@@ -170,7 +170,11 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
     reschedule: db.prepare<null, [number, string, number]>(
       'UPDATE pusher_jobs SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, lease_until = 0 WHERE id = ?',
     ),
-    nextDue: db.prepare<{ t: number | null }, []>('SELECT min(next_attempt_at) AS t FROM pusher_jobs'),
+    // A selector is due when its oldest job is, but not before a lease on it (held by this or
+    // another process) runs out: a job being worked elsewhere must not make this process spin.
+    nextDue: db.prepare<{ t: number | null }, []>(`
+      SELECT min(max(j.next_attempt_at, (SELECT max(lease_until) FROM pusher_jobs k WHERE k.selector = j.selector))) AS t
+      FROM pusher_jobs j WHERE j.id = (SELECT min(id) FROM pusher_jobs k WHERE k.selector = j.selector)`),
     pending: db.prepare<JobRow, []>('SELECT * FROM pusher_jobs ORDER BY id'),
     pendingCount: db.prepare<{ n: number }, []>('SELECT count(*) AS n FROM pusher_jobs'),
   }

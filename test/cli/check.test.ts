@@ -122,3 +122,31 @@ describe('check', () => {
     expect(r.stdout).toMatch(/warn .*ip_range_whitelist/)
   })
 })
+
+describe('check: the appservice link (messaging)', () => {
+  test('ok when Synapse reaches the proxy with the hs_token; FAIL saying which when the token differs or the url is unset', async () => {
+    const { startMessaging } = await import('../messaging/support.ts')
+    const h = await startMessaging()
+    try {
+      const messagingEnv = env({ MATRIX_HOMESERVER_URL: h.synapse.url, MATRIX_AS_TOKEN: h.synapse.asToken, MATRIX_HS_TOKEN: h.synapse.hsToken })
+      const good = await runCommand(['check'], messagingEnv)
+      expect(good.stdout).toContain("Synapse reached this proxy's appservice routes with the hs_token")
+      expect(h.synapse.pings.length).toBeGreaterThan(0)
+      // The proxy runs with another hs_token than the registration's.
+      const other = await startMessaging({ env: { MATRIX_HS_TOKEN: 'some-other-token' } })
+      try {
+        const bad = await runCommand(['check'], { ...messagingEnv, MATRIX_HOMESERVER_URL: other.synapse.url })
+        expect(bad.exitCode).toBe(1)
+        expect(bad.stdout).toContain('the hs_token does not match')
+        other.synapse.connectAppservice(undefined)
+        const unset = await runCommand(['check'], { ...messagingEnv, MATRIX_HOMESERVER_URL: other.synapse.url })
+        expect(unset.stdout).toMatch(/url is null|cannot reach/)
+        expect(unset.stdout + unset.stderr).not.toContain(h.synapse.hsToken)
+      } finally {
+        await other.close()
+      }
+    } finally {
+      await h.close()
+    }
+  }, 60_000)
+})

@@ -11,7 +11,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
 interface Registration {
   id: string
-  url: null
+  url: string | null
   as_token: string
   hs_token: string
   sender_localpart: string
@@ -47,8 +47,11 @@ describe('appservice-registration', () => {
     // The env lines are comments that match the registration.
     expect(first.stdout).toContain(`# MATRIX_AS_TOKEN=${a.as_token}`)
     expect(first.stdout).toContain('# MATRIX_SERVER_NAME=example.org')
-    // hs_token is for Synapse alone (the proxy takes no transactions): it appears once, in the YAML.
-    expect(first.stdout.split(a.hs_token)).toHaveLength(2)
+    // Without --url or PROXY_URL: url null, with a note that messaging stays off.
+    expect(first.stderr).toContain('messaging stays off')
+    // The proxy checks Synapse's transactions with hs_token: the env lines carry it.
+    expect(first.stdout).toContain(`# MATRIX_HS_TOKEN=${a.hs_token}`)
+    expect(first.stdout).toContain('# MATRIX_AS_ID=matrix2acrobits')
   })
 
   test('takes the server name from MATRIX_HOMESERVER_URL, and the homeserver URL and PROXY_URL into the env lines', async () => {
@@ -58,6 +61,12 @@ describe('appservice-registration', () => {
     expect(reg.namespaces.users[0]!.regex).toBe('@.*:matrix\\.example\\.com$')
     expect(r.stdout).toContain('# MATRIX_HOMESERVER_URL=https://matrix.example.com:8448')
     expect(r.stdout).toContain('# PROXY_URL=https://push.example.com')
+    // PROXY_URL is where Synapse sends transactions, unless --url says otherwise.
+    expect(reg.url).toBe('https://push.example.com')
+    const other = await runCommand(['appservice-registration', '--url', 'http://10.0.0.5:8080/'], { MATRIX_SERVER_NAME: 'example.org', PROXY_URL: 'https://push.example.com' })
+    expect((Bun.YAML.parse(other.stdout) as Registration).url).toBe('http://10.0.0.5:8080')
+    const bad = await runCommand(['appservice-registration', '--url', 'ftp://x'], { MATRIX_SERVER_NAME: 'example.org' })
+    expect(bad.exitCode).toBe(2)
   })
 
   test('-o writes the registration with mode 0600, prints the env lines, and never overwrites a file', async () => {

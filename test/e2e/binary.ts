@@ -2,6 +2,7 @@
  * Builds the executable once per test process, into a temporary folder (so parallel test runs and
  * `npm run build` never overwrite each other's file), and runs it as an operator would.
  */
+import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { buildExecutable } from '../../scripts/build.ts'
 import { tempDir } from '../harness.ts'
@@ -10,7 +11,10 @@ let built: string | undefined
 
 export function binaryPath(): string {
   if (!built) {
-    const file = join(tempDir('m2a-bin-'), 'matrix2acrobits')
+    const dir = tempDir('m2a-bin-')
+    // The executable is shared by every test file of the process; it goes when the process ends.
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }))
+    const file = join(dir, 'matrix2acrobits')
     buildExecutable(file)
     built = file
   }

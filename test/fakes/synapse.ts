@@ -1,13 +1,18 @@
 /**
- * A fake Synapse on 127.0.0.1, faithful to what the proxy relies on (FIELD-GUIDE §2): password
+ * A fake Synapse on 127.0.0.1, faithful to what the proxy relies on (FIELD-GUIDE §2, §7): password
  * login and logout, pushers/set through an application service (namespace and registration checks,
  * one pusher per (user, app_id, pushkey) whose data a new set replaces; append: false also removes
  * other users' pushers of that app_id + pushkey, append: true leaves them; kind: null deletes the
  * acting user's pusher only; the url path check), and whoami. `push` sends an event to a user's
  * pushers as Synapse's HTTP pusher does (FIELD-GUIDE §3: `data` minus `url` echoed, one device per
- * request) and, like Synapse, deletes only that user's pusher for a rejected pushkey. It records
- * every request; `override` makes it misbehave on purpose.
+ * request) and, like Synapse, deletes only that user's pusher for a rejected pushkey. Rooms acting
+ * as a user (test/fakes/rooms.ts) and the application-service feed: every event it creates is PUT
+ * to the proxy in transactions (test/fakes/appservice-sender.ts), and the client-side ping calls
+ * the proxy's ping route. It records every request; `override` makes it misbehave on purpose.
  */
+import { createAppserviceSender, type SenderOptions, type Target } from './appservice-sender.ts'
+import { createRoomModel, FakeMatrixError } from './rooms.ts'
+
 export interface Recorded {
   method: string
   path: string
@@ -54,6 +59,15 @@ export interface FakeSynapseOptions {
   namespace?: RegExp
   /** localpart -> password */
   users?: Record<string, string>
+  /** The registration's hs_token, sent to the proxy with every transaction and ping. */
+  hsToken?: string
+  /** The registration's id (`MATRIX_AS_ID`). */
+  asId?: string
+  /** Where transactions go; `connectAppservice` sets it later (the proxy's port is not known yet). */
+  appservice?: Target
+  sender?: Omit<SenderOptions, 'hsToken'>
+  /** How long the client-side ping waits for the proxy (Synapse: 60 s). */
+  pingTimeoutMs?: number
 }
 
 const json = (status: number, body: unknown) => Response.json(body, { status })
@@ -68,12 +82,43 @@ export function startFakeSynapse(options: FakeSynapseOptions = {}) {
   let pushers: Pusher[] = []
   let override: Override | undefined
   let counter = 0
+  const hsToken = options.hsToken ?? 'hs-secret-token-9876543210'
+  const asId = options.asId ?? 'matrix2acrobits'
+  const displayNames = new Map<string, string>()
+  const sender = createAppserviceSender({ hsToken, ...options.sender })
+  let appserviceTarget: Target | undefined = options.appservice
+  const model = createRoomModel({
+    serverName,
+    // Synapse sends what the registration's namespaces make interesting: events of its users and
+    // of rooms where one of them is a member.
+    onEvent: (e) => {
+      const interested =
+        namespace.test(e.sender) ||
+        (e.state_key !== undefined && e.type === 'm.room.member' && namespace.test(e.state_key)) ||
+        model.members(e.room_id).some((u) => namespace.test(u)) ||
+        model.members(e.room_id, 'invite').some((u) => namespace.test(u))
+      if (interested) sender.enqueue(e)
+    },
+    displayName: (user) => displayNames.get(user) ?? localpartOf(user),
+  })
+  const pings: Array<{ asId: string; body: unknown; answer: { status: number; body: unknown } }> = []
 
   const userId = (localpart: string) => `@${localpart}:${serverName}`
   const localpartOf = (user: string) => {
     const m = /^@([^:]+):(.+)$/.exec(user)
     if (!m) return user.toLowerCase()
     return m[2] === serverName ? m[1]! : undefined
+  }
+
+  const asUser = (req: Recorded) => {
+    if (!req.authorization) return json(401, { errcode: 'M_MISSING_TOKEN', error: 'Missing access token.' })
+    if (req.authorization !== `Bearer ${asToken}`) return json(401, { errcode: 'M_UNKNOWN_TOKEN', error: 'Invalid access token passed.' })
+    const user = req.query.user_id
+    if (user === undefined) return json(403, { errcode: 'M_FORBIDDEN', error: 'Application service has no user_id' })
+    if (!namespace.test(user)) return json(403, { errcode: 'M_FORBIDDEN', error: 'Application service cannot masquerade as this user (' + user + ').' })
+    const localpart = localpartOf(user)
+    if (localpart === undefined || !users.has(localpart)) return json(403, { errcode: 'M_FORBIDDEN', error: 'Application service has not registered this user (' + user + ')' })
+    return user
   }
 
   async function route(req: Recorded): Promise<Response> {
@@ -93,18 +138,8 @@ export function startFakeSynapse(options: FakeSynapseOptions = {}) {
       if (!sessions.delete(token)) return json(401, { errcode: 'M_UNKNOWN_TOKEN', error: 'Invalid access token passed.', soft_logout: false })
       return json(200, {})
     }
-    const asUser = () => {
-      if (!req.authorization) return json(401, { errcode: 'M_MISSING_TOKEN', error: 'Missing access token.' })
-      if (req.authorization !== `Bearer ${asToken}`) return json(401, { errcode: 'M_UNKNOWN_TOKEN', error: 'Invalid access token passed.' })
-      const user = req.query.user_id
-      if (user === undefined) return json(403, { errcode: 'M_FORBIDDEN', error: 'Application service has no user_id' })
-      if (!namespace.test(user)) return json(403, { errcode: 'M_FORBIDDEN', error: 'Application service cannot masquerade as this user (' + user + ').' })
-      const localpart = localpartOf(user)
-      if (localpart === undefined || !users.has(localpart)) return json(403, { errcode: 'M_FORBIDDEN', error: 'Application service has not registered this user (' + user + ')' })
-      return user
-    }
     if (req.method === 'POST' && req.path === '/_matrix/client/v3/pushers/set') {
-      const user = asUser()
+      const user = asUser(req)
       if (user instanceof Response) return user
       const b = req.body
       if (!b || typeof b !== 'object') return json(400, { errcode: 'M_NOT_JSON', error: 'Content not JSON.' })
@@ -139,11 +174,121 @@ export function startFakeSynapse(options: FakeSynapseOptions = {}) {
         if (req.authorization !== `Bearer ${asToken}`) return json(401, { errcode: 'M_UNKNOWN_TOKEN', error: 'Invalid access token passed.' })
         return json(200, { user_id: `@appservice:${serverName}` })
       }
-      const user = asUser()
+      const user = asUser(req)
       if (user instanceof Response) return user
       return json(200, { user_id: user })
     }
+    const ping = /^\/_matrix\/client\/v1\/appservice\/([^/]+)\/ping$/.exec(req.path)
+    if (ping && req.method === 'POST') return clientPing(req, decodeURIComponent(ping[1]!))
+    if (req.path.startsWith('/_matrix/client/v3/')) {
+      try {
+        const answer = await roomRoute(req)
+        if (answer) return answer
+      } catch (e) {
+        if (e instanceof FakeMatrixError) return e.toResponse()
+        throw e
+      }
+    }
     return json(404, { errcode: 'M_UNRECOGNIZED', error: 'Unrecognized request' })
+  }
+
+  /** The client-server routes of rooms, account data and receipts, acting as a user. */
+  async function roomRoute(req: Recorded): Promise<Response | undefined> {
+    const seg = req.path.slice('/_matrix/client/v3/'.length).split('/').map(decodeURIComponent)
+    const m = req.method
+    const is = (method: string, ...pattern: Array<string | null>) =>
+      m === method && seg.length === pattern.length && pattern.every((p, i) => p === null || p === seg[i])
+    const needsBody = m === 'POST' || m === 'PUT'
+    const routes: Array<[boolean, (user: string, body: any) => Response]> = [
+      [is('GET', 'joined_rooms'), (user) => json(200, { joined_rooms: model.joinedRooms(user) })],
+      [is('POST', 'createRoom'), (user, body) => json(200, { room_id: model.createRoom(user, body) })],
+      [is('POST', 'join', null), (user) => json(200, { room_id: model.join(user, seg[1]!) })],
+      [is('POST', 'rooms', null, 'join'), (user) => json(200, { room_id: model.join(user, seg[1]!) })],
+      [is('POST', 'rooms', null, 'leave'), (user) => (model.leave(user, seg[1]!), json(200, {}))],
+      [
+        is('POST', 'rooms', null, 'invite'),
+        (user, body) => {
+          if (typeof body.user_id !== 'string') return json(400, { errcode: 'M_MISSING_PARAM', error: 'Missing params: user_id' })
+          model.invite(user, seg[1]!, body.user_id)
+          return json(200, {})
+        },
+      ],
+      [is('GET', 'rooms', null, 'joined_members'), (user) => json(200, { joined: model.joinedMembers(user, seg[1]!) })],
+      [is('GET', 'rooms', null, 'event', null), (user) => json(200, model.getEvent(user, seg[1]!, seg[3]!))],
+      [
+        is('GET', 'rooms', null, 'messages'),
+        (user) => {
+          const dir = req.query.dir ?? 'b'
+          if (dir !== 'b' && dir !== 'f') return json(400, { errcode: 'M_INVALID_PARAM', error: 'Unknown dir' })
+          const limit = Math.min(Number(req.query.limit ?? 10) || 10, 1000)
+          return json(200, model.messages(user, seg[1]!, dir, limit, req.query.from))
+        },
+      ],
+      [is('GET', 'rooms', null, 'state'), (user) => json(200, model.state(user, seg[1]!))],
+      [is('GET', 'rooms', null, 'state', null), (user) => json(200, model.stateEvent(user, seg[1]!, seg[3]!, ''))],
+      [is('GET', 'rooms', null, 'state', null, null), (user) => json(200, model.stateEvent(user, seg[1]!, seg[3]!, seg[4]!))],
+      [is('PUT', 'rooms', null, 'state', null), (user, body) => json(200, { event_id: model.setState(user, seg[1]!, seg[3]!, '', body) })],
+      [is('PUT', 'rooms', null, 'state', null, null), (user, body) => json(200, { event_id: model.setState(user, seg[1]!, seg[3]!, seg[4]!, body) })],
+      // Synapse dedupes by (request path, appservice), not by the masqueraded user (FIELD-GUIDE §7).
+      [is('PUT', 'rooms', null, 'send', null, null), (user, body) => json(200, { event_id: model.send(user, seg[1]!, seg[3]!, body, req.path) })],
+      [is('PUT', 'rooms', null, 'redact', null, null), (user, body) => json(200, { event_id: model.redact(user, seg[1]!, seg[3]!, body.reason) })],
+      [is('POST', 'rooms', null, 'receipt', null, null), (user) => (model.receipt(user, seg[1]!, seg[3]!, seg[4]!), json(200, {}))],
+      [
+        is('GET', 'user', null, 'account_data', null),
+        (user) => {
+          if (seg[1] !== user) return json(403, { errcode: 'M_FORBIDDEN', error: 'Cannot get account data for other users.' })
+          return json(200, model.getAccountData(user, seg[3]!))
+        },
+      ],
+      [
+        is('PUT', 'user', null, 'account_data', null),
+        (user, body) => {
+          if (seg[1] !== user) return json(403, { errcode: 'M_FORBIDDEN', error: 'Cannot add account data for other users.' })
+          model.putAccountData(user, seg[3]!, body)
+          return json(200, {})
+        },
+      ],
+    ]
+    const found = routes.find(([matches]) => matches)
+    if (!found) return undefined
+    const user = asUser(req)
+    if (user instanceof Response) return user
+    if (needsBody && (req.body === null || typeof req.body !== 'object' || Array.isArray(req.body))) {
+      return json(400, { errcode: 'M_NOT_JSON', error: 'Content not JSON.' })
+    }
+    return found[1](user, req.body)
+  }
+
+  /** POST /_matrix/client/v1/appservice/{id}/ping: Synapse calls the appservice's ping route. */
+  async function clientPing(req: Recorded, id: string): Promise<Response> {
+    if (req.authorization !== `Bearer ${asToken}`) return json(401, { errcode: 'M_UNKNOWN_TOKEN', error: 'Invalid access token passed.' })
+    if (id !== asId) return json(403, { errcode: 'M_FORBIDDEN', error: 'Mismatching application service ID in path' })
+    if (req.body === null || typeof req.body !== 'object') return json(400, { errcode: 'M_NOT_JSON', error: 'Content not JSON.' })
+    const started = Date.now()
+    const answer = await (async () => {
+      if (appserviceTarget === undefined) return { status: 400, body: { errcode: 'M_URL_NOT_SET', error: 'Application service URL is not set' } }
+      const init: RequestInit = {
+        method: 'POST',
+        headers: { authorization: `Bearer ${hsToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ transaction_id: req.body.transaction_id ?? null }),
+        signal: AbortSignal.timeout(options.pingTimeoutMs ?? 60_000),
+      }
+      let response: Response
+      try {
+        response =
+          'url' in appserviceTarget
+            ? await fetch(appserviceTarget.url + '/_matrix/app/v1/ping', init)
+            : await appserviceTarget.handle(new Request('http://synapse-sender.invalid/_matrix/app/v1/ping', init))
+      } catch (e) {
+        if ((e as Error).name === 'TimeoutError') return { status: 504, body: { errcode: 'M_CONNECTION_TIMEOUT', error: 'Connection to application service timed out' } }
+        return { status: 502, body: { errcode: 'M_CONNECTION_FAILED', error: 'Failed to connect to application service' } }
+      }
+      const text = await response.text()
+      if (!response.ok) return { status: 502, body: { errcode: 'M_BAD_STATUS', error: 'Application service responded with an error', status: response.status, body: text } }
+      return { status: 200, body: { duration_ms: Date.now() - started } }
+    })()
+    pings.push({ asId: id, body: req.body, answer })
+    return json(answer.status, answer.body)
   }
 
   const server = Bun.serve({
@@ -232,13 +377,63 @@ export function startFakeSynapse(options: FakeSynapseOptions = {}) {
       }
       return results
     },
-    addUser: (localpart: string, password: string) => users.set(localpart, password),
+    addUser: (localpart: string, password: string, displayName?: string) => {
+      users.set(localpart, password)
+      if (displayName !== undefined) displayNames.set(userId(localpart), displayName)
+    },
     openSessions: () => sessions.size,
+    hsToken,
+    asId,
+    userId,
+    /** The rooms, state, account data and receipts (test/fakes/rooms.ts): act as any user. */
+    rooms: model,
+    /** The transaction sender: attempts, acknowledged transactions, pause/resume, flushed(). */
+    appservice: sender,
+    /** Client-side pings received and what the proxy's ping route answered. */
+    pings,
+    /** Points transactions and pings at the proxy (a URL, or a handler such as `app.handle`). */
+    connectAppservice: (target: Target | undefined) => {
+      appserviceTarget = target
+      sender.connect(target)
+    },
+    setDisplayName: (user: string, name: string) => displayNames.set(user, name),
+    /** A message as `user`; the event id. */
+    sendText: (user: string, room: string, body: string, extra: Record<string, unknown> = {}) =>
+      model.send(user, room, 'm.room.message', { msgtype: 'm.text', body, ...extra }),
+    /** An edit of `eventId` as `user`, shaped as Element sends it. */
+    edit: (user: string, room: string, eventId: string, body: string) =>
+      model.send(user, room, 'm.room.message', {
+        msgtype: 'm.text',
+        body: `* ${body}`,
+        'm.new_content': { msgtype: 'm.text', body },
+        'm.relates_to': { rel_type: 'm.replace', event_id: eventId },
+      }),
+    setName: (user: string, room: string, name: string) => model.setState(user, room, 'm.room.name', '', { name }),
+    /** Replaces `room` by `replacement` (an m.room.tombstone as `user`). */
+    tombstone: (user: string, room: string, replacement: string) =>
+      model.setState(user, room, 'm.room.tombstone', '', { body: 'This room has been replaced', replacement_room: replacement }),
+    /**
+     * A direct chat as Element Web makes it: `a` creates it with is_direct and invites `b`;
+     * `b` joins unless `join: false`. The room id.
+     */
+    directChat: (a: string, b: string, o: { join?: boolean; encrypted?: boolean } = {}) => {
+      const room = model.createRoom(a, {
+        preset: 'trusted_private_chat',
+        is_direct: true,
+        invite: [b],
+        ...(o.encrypted ? { initial_state: [{ type: 'm.room.encryption', state_key: '', content: { algorithm: 'm.megolm.v1.aes-sha2' } }] } : {}),
+      })
+      if (o.join !== false) model.join(b, room)
+      return room
+    },
     /** Answer instead of the fake's own logic when the function returns a Response. */
     override: (fn: Override | undefined) => {
       override = fn
     },
-    stop: () => server.stop(true),
+    stop: () => {
+      sender.stop()
+      server.stop(true)
+    },
   }
 }
 

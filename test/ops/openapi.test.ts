@@ -56,10 +56,10 @@ describe('/openapi.json', () => {
     const doc = (await h.request('GET', '/openapi.json')).json as Doc
     const served = h.app.routes
       .filter((r) => r.method === 'GET' || r.method === 'POST')
-      .map((r) => `${r.method} ${r.path}`)
+      .map((r) => `${r.method} ${r.path.replace(/:(\w+)/g, '{$1}')}`)
       .sort()
     const documented = Object.entries(doc.paths)
-      .flatMap(([path, ops]) => Object.keys(ops).map((method) => `${method.toUpperCase()} ${path}`))
+      .flatMap(([path, ops]) => Object.keys(ops).filter((m) => m === 'get' || m === 'post').map((method) => `${method.toUpperCase()} ${path}`))
       .sort()
     expect(documented).toEqual(served)
     expect(doc.components.schemas.NotifyBody).toEqual(plain(NotifyBodySchema))

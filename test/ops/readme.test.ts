@@ -58,12 +58,15 @@ describe('README: Install in three steps', () => {
     expect(first.stderr).toContain(`wrote ${registration}`)
     expect(first.exitCode).toBe(0)
     const env = readFileSync(envFile, 'utf8')
-    const asToken = (Bun.YAML.parse(readFileSync(registration, 'utf8')) as { as_token: string }).as_token
+    const yaml = Bun.YAML.parse(readFileSync(registration, 'utf8')) as { as_token: string; hs_token: string; url: string }
+    expect(yaml.url).toBe('https://push.example.org')
     expect(env).toBe(
       [
         'MATRIX_HOMESERVER_URL=https://matrix.example.org',
         'MATRIX_SERVER_NAME=example.org',
-        `MATRIX_AS_TOKEN=${asToken}`,
+        `MATRIX_AS_TOKEN=${yaml.as_token}`,
+        `MATRIX_HS_TOKEN=${yaml.hs_token}`,
+        'MATRIX_AS_ID=matrix2acrobits',
         'PROXY_URL=https://push.example.org',
         '',
       ].join('\n'),
@@ -74,7 +77,7 @@ describe('README: Install in three steps', () => {
     const again = await sh(script)
     expect(again.exitCode).not.toBe(0)
     expect(readFileSync(envFile, 'utf8')).toBe(env)
-    expect((Bun.YAML.parse(readFileSync(registration, 'utf8')) as { as_token: string }).as_token).toBe(asToken)
+    expect((Bun.YAML.parse(readFileSync(registration, 'utf8')) as { as_token: string }).as_token).toBe(yaml.as_token)
   })
 })
 

@@ -163,4 +163,30 @@ describe('loadConfig', () => {
     expect(errors({ TRUST_PROXY: '10.0.0.0/33' })[0]).toStartWith('TRUST_PROXY:')
     expect(errors({ NOTIFY_ALLOWED_IPS: 'example.org' })[0]).toStartWith('NOTIFY_ALLOWED_IPS:')
   })
+  test('SEND_DEDUPE_SECONDS: 10 by default, 0 turns it off, anything else whole seconds', () => {
+    expect(ok({}).sendDedupeSeconds).toBe(10)
+    expect(ok({ SEND_DEDUPE_SECONDS: '0' }).sendDedupeSeconds).toBe(0)
+    expect(ok({ SEND_DEDUPE_SECONDS: '30' }).sendDedupeSeconds).toBe(30)
+    expect(errors({ SEND_DEDUPE_SECONDS: '-1' })[0]).toStartWith('SEND_DEDUPE_SECONDS:')
+    expect(errors({ SEND_DEDUPE_SECONDS: '1.5' })[0]).toStartWith('SEND_DEDUPE_SECONDS:')
+  })
+})
+
+describe('DATABASE_URL', () => {
+  test('postgres:// and postgresql:// select PostgreSQL; unset keeps the SQLite file', () => {
+    expect(ok({}).databaseUrl).toBeUndefined()
+    expect(ok({ DATABASE_URL: 'postgres://app:pw@db:5432/push' }).databaseUrl).toBe('postgres://app:pw@db:5432/push')
+    expect(ok({ DATABASE_URL: 'postgresql://app@db/push' }).databaseUrl).toBe('postgresql://app@db/push')
+    expect(ok({ DATABASE_URL: '' }).databaseUrl).toBeUndefined()
+  })
+
+  test('anything else is refused, the password replaced by [REDACTED]', () => {
+    expect(errors({ DATABASE_URL: 'mysql://app:hunter2@db/push' })).toEqual([
+      'DATABASE_URL: "mysql://app:[REDACTED]@db/push" must start with postgres:// or postgresql:// (unset it to use the SQLite file PUSH_TOKEN_DB_PATH)',
+    ])
+    expect(errors({ DATABASE_URL: 'postgres:///push?password=hunter2' })[0]).toBe(
+      'DATABASE_URL: "postgres:///push?password=[REDACTED]" names no host (postgres://user:password@host:5432/database)',
+    )
+    expect(errors({ DATABASE_URL: 'db.example.org' })[0]).toContain('is not a URL')
+  })
 })
