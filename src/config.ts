@@ -404,6 +404,10 @@ export function loadConfig(
   for (const name of ['DEX_TOKEN_ENDPOINT', 'DEX_CLIENT_ID', 'DEX_CLIENT_SECRET']) {
     if (get(name) !== undefined) notes.push(`${name} is ignored: this service checks passwords with AUTH_MODE (matrix or ext), not with Dex`)
   }
+  if (databaseUrl !== undefined && get('PUSH_TOKEN_DB_PATH') !== undefined) {
+    // The Go proxy's push_tokens table is imported from the SQLite file only: say it is not read.
+    notes.push('PUSH_TOKEN_DB_PATH is ignored: DATABASE_URL is set (a Go proxy push_tokens table in that file is not imported; start once without DATABASE_URL to import it, then migrate-db)')
+  }
   const extAuthUrl = url('EXT_AUTH_URL')
   const authMode = get('AUTH_MODE') === undefined && extAuthUrl !== undefined ? 'ext' : oneOf('AUTH_MODE', ['matrix', 'none', 'ext'] as const, 'matrix')
 

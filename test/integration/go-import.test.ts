@@ -8,6 +8,10 @@ import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { fromGoRow, parseGoTime } from '../../src/store/go-import.ts'
 import { openSqliteStore } from '../../src/store/sqlite.ts'
+import { loadConfig } from '../../src/config.ts'
+import { openPostgresStore } from '../../src/store/postgres.ts'
+import { runCommand } from '../cli/run.ts'
+import { createTestSchema, pgSkipped } from '../pg.ts'
 import { APP_ID, SELECTOR, TOKEN, startHarness, tempDir, type Harness } from '../harness.ts'
 
 const dirs: string[] = []
@@ -88,4 +92,40 @@ describe('an imported row without a Matrix user', () => {
     expect((await report('the-new-token-0123456789')).status).toBe(200)
     expect(await h!.store.getRegistration(SELECTOR)).toMatchObject({ matrixUserId: '@alice:example.org', tokenMsgs: 'the-new-token-0123456789' })
   })
+})
+
+describe.skipIf(pgSkipped())('the Go table and PostgreSQL', () => {
+  test('with DATABASE_URL the Go file is not read (noted at start); migrate-db carries the imported rows over, without a Matrix user', async () => {
+    const path = goDb([['GO:1', 'tok-go', APP_ID]])
+    const schema = await createTestSchema()
+    try {
+      const r = loadConfig({ DATABASE_URL: schema.url, PUSH_TOKEN_DB_PATH: path }, { readFile: () => '', cwd: '/' })
+      expect(r.ok && r.config.notes.filter((n) => n.startsWith('PUSH_TOKEN_DB_PATH is ignored'))).toHaveLength(1)
+      const pg = await openPostgresStore(schema.url)
+      expect(await pg.migrationNotes()).toEqual([])
+      expect(await pg.listRegistrations()).toEqual([])
+      await pg.close()
+      // Untouched: still only the Go table, none of ours.
+      const file = new Database(path, { readonly: true })
+      expect((file.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").all() as { name: string }[]).map((t) => t.name)).toEqual(['push_tokens'])
+      file.close()
+
+      // The way over: one start on SQLite imports the Go rows, then migrate-db copies them.
+      const sqlite = openSqliteStore(path)
+      expect(await sqlite.migrationNotes()).toEqual([expect.stringContaining('imported 1 of 1 rows')])
+      await sqlite.close()
+      const copied = await runCommand(['migrate-db', '--to', schema.url], { PUSH_TOKEN_DB_PATH: path })
+      expect(copied.exitCode).toBe(0)
+      const after = await openPostgresStore(schema.url)
+      try {
+        const found = await after.findByPushkey(APP_ID, 'tok-go')
+        expect(found).toMatchObject({ selector: 'GO:1', tokenMsgs: 'tok-go', appIdMsgs: APP_ID })
+        expect(found!.matrixUserId).toBeUndefined()
+      } finally {
+        await after.close()
+      }
+    } finally {
+      await schema.drop()
+    }
+  }, 60_000)
 })
