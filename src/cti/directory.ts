@@ -52,10 +52,10 @@ export function usersToMapping(users: readonly unknown[], serverName: string): M
     const name = raw.user_name.trim().toLowerCase()
     if (!LOCALPART.test(name)) continue
     const subs = raw.sub_extensions ?? raw.extensions ?? []
-    const numbers = [...(raw.main_extension === undefined || raw.main_extension === null ? [] : [raw.main_extension]), ...subs]
-      .map((n) => String(n).trim())
-      .filter(Boolean)
-    entries.push({ matrixId: `@${name}:${serverName}`, usernames: new Set([name]), numbers: new Set(numbers), selectors: new Set() })
+    const main = raw.main_extension === undefined || raw.main_extension === null ? '' : String(raw.main_extension).trim()
+    const numbers = [main, ...subs.map((n) => String(n).trim())].filter(Boolean)
+    // main_extension is what the app shows for the user (pushes, Fetch Messages), as a MAPPING_FILE entry's `number`.
+    entries.push({ matrixId: `@${name}:${serverName}`, number: main || undefined, usernames: new Set([name]), numbers: new Set(numbers), selectors: new Set() })
   }
   return entries
 }
