@@ -5,6 +5,8 @@
 import type { DestinationStream } from 'pino'
 import { createApp } from './app.ts'
 import { missingFor, type Config } from './config.ts'
+import { createDeliveryJournal } from './gateway/journal.ts'
+import { createPusherMigrator } from './gateway/migrate-pushers.ts'
 import { createTransactionHandler } from './appservice/transactions.ts'
 import { createEnrolment } from './messages/enrol.ts'
 import { createFetchService } from './messages/fetch.ts'
@@ -18,7 +20,10 @@ import { createSharedDuplicateFilter } from './gateway/dedupe-shared.ts'
 import { createPgFailureLedger } from './store/pg-auth.ts'
 import { createNotifyHandler, NOTIFY_DEADLINE_MS } from './gateway/notify.ts'
 import { createLogger } from './log.ts'
-import { createPasswordVerifier } from './matrix/auth.ts'
+import type { AddressBook } from './addresses.ts'
+import { createPasswordVerifier, matrixPasswordBackend } from './matrix/auth.ts'
+import { ctiPasswordBackend } from './cti/backend.ts'
+import type { MappingEntry } from './report/mapping.ts'
 import { createMatrixClient, type FetchFn } from './matrix/client.ts'
 import { createMetrics } from './metrics.ts'
 import { createPnmClient } from './pnm/client.ts'
@@ -48,6 +53,8 @@ export interface ComposeOptions {
   storeBusyWaitMs?: number
   /** How long a report waits for its first pusher attempt before the app is answered. */
   reportPusherWaitMs?: number
+  /** How often the delivery journal is written. */
+  journalFlushMs?: number
   /** Waits between retries of a failed /send, and the longest a send may take (tests shorten them). */
   sendRetryDelaysMs?: readonly number[]
   sendBudgetMs?: number
@@ -80,24 +87,39 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     retryBaseMs: options.pusherRetryBaseMs,
     retryMaxMs: options.pusherRetryMaxMs,
   })
-  const verifier =
-    matrix && config.authMode === 'matrix'
-      ? createPasswordVerifier({
-          matrix,
-          log,
-          metrics,
-          now,
-          serverName: config.serverName,
-          ledger: options.postgres ? createPgFailureLedger(options.postgres, now) : undefined,
-          limits: {
-            failuresPerPair: config.authFailuresPerMinute,
-            failuresPerUser: config.authUserFailuresPerMinute,
-            checksPerAddress: config.authChecksPerMinute,
-            maxInflight: config.authMaxInflight,
-          },
-        })
+  const limits = {
+    failuresPerPair: config.authFailuresPerMinute,
+    failuresPerUser: config.authUserFailuresPerMinute,
+    checksPerAddress: config.authChecksPerMinute,
+    maxInflight: config.authMaxInflight,
+  }
+  const cti =
+    config.authMode === 'ext' && config.extAuthUrl !== undefined && config.serverName !== undefined
+      ? ctiPasswordBackend({ url: config.extAuthUrl, timeoutMs: config.extAuthTimeoutMs, serverName: config.serverName, mapping: config.mapping, log, fetch: options.fetch })
       : undefined
-  const messaging = composeMessaging(config, { log, now, matrix, verifier, index: options.index, store, jobRetryBaseMs: options.pusherRetryBaseMs })
+  const backend =
+    config.authMode === 'ext'
+      ? cti
+      : matrix && config.authMode === 'matrix'
+        ? matrixPasswordBackend({ matrix, log, serverName: config.serverName })
+        : undefined
+  const verifier =
+    backend &&
+    createPasswordVerifier({
+      backend,
+      log,
+      metrics,
+      now,
+      limits,
+      cacheTtlMs: config.authCacheTtlMs,
+      ledger: options.postgres ? createPgFailureLedger(options.postgres, now) : undefined,
+    })
+  /**
+   * Who is who beyond the account's own user: MAPPING_FILE, and with AUTH_MODE=ext the CTI's users
+   * as last listed. One MappingEntry shape for push and for the messaging addresses.
+   */
+  const directory = { entries: (): readonly MappingEntry[] => cti?.directory.entries() ?? config.mapping }
+  const messaging = composeMessaging(config, { log, now, matrix, verifier, directory, index: options.index, store, jobRetryBaseMs: options.pusherRetryBaseMs })
   const reports = createReportService({
     config,
     store,
@@ -110,11 +132,20 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     inlineWaitMs: options.reportPusherWaitMs,
     enrol: messaging.index && messaging.enrol,
   })
+  const journal = createDeliveryJournal({ store, log: log.child({ component: 'journal' }), flushMs: options.journalFlushMs })
+  const migrator = createPusherMigrator({
+    store,
+    worker,
+    log: log.child({ component: 'pushers' }),
+    enabled: config.pushGatewayUrl !== undefined && missingFor(config).pushers === undefined,
+  })
   const notify = createNotifyHandler({
     pushView: messaging.pushView,
     config,
     store,
     pnm,
+    journal,
+    migrator,
     dedupe:
       options.dedupe ??
       (options.postgres
@@ -147,6 +178,8 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     index: messaging.index,
     messaging,
     worker,
+    journal,
+    directory,
     matrix,
     log,
     metrics,
@@ -169,6 +202,8 @@ function composeMessaging(
     now: () => number
     matrix?: ReturnType<typeof createMatrixClient>
     verifier?: ReturnType<typeof createPasswordVerifier>
+    /** Who is who: MAPPING_FILE, and with AUTH_MODE=ext the CTI's users (read at each use). */
+    directory: { entries(): readonly MappingEntry[] }
     index?: MessageIndex
     store: TokenStore
     jobRetryBaseMs?: number
@@ -203,7 +238,14 @@ function composeMessaging(
         afterCommit: () => wake.afterCommit(),
       })
     : undefined
-  const book = { serverName: config.serverName, mapping: config.mapping }
+  // A getter: with AUTH_MODE=ext the CTI's list changes at each good password check, and the
+  // addresses of pushes, Fetch Messages and Send Message follow it.
+  const book: AddressBook = {
+    serverName: config.serverName,
+    get mapping() {
+      return deps.directory.entries()
+    },
+  }
   const pushView = index ? createPushView({ index, matrix: deps.matrix, book, now: deps.now, context }) : undefined
   const fetchService = createFetchService({
     index: index!,
@@ -227,6 +269,7 @@ function composeMessaging(
   return {
     missing,
     index,
+    book,
     context,
     transactions,
     enrol,
@@ -241,7 +284,8 @@ function composeMessaging(
       // In the background: a large token table must not delay the start.
       const enrolExisting = async () => {
         await prune()
-        const users = new Set((await deps.store.listRegistrations()).map((r) => r.matrixUserId))
+        // Rows imported from the Go proxy have no Matrix user until their app reports again.
+        const users = new Set((await deps.store.listRegistrations()).flatMap((r) => (r.matrixUserId === undefined ? [] : [r.matrixUserId])))
         for (const userId of users) await enrol(userId, log).catch((e) => log.error({ user_id: userId, err: (e as Error).message }, 'could not enrol the user for messaging'))
       }
       void enrolExisting()
@@ -266,7 +310,7 @@ function composeSend(
     budgetMs?: number
   },
 ) {
-  const { index, missing, context, enrol } = deps.messaging
+  const { index, missing, context, enrol, book } = deps.messaging
   if (index === undefined || deps.matrix === undefined) {
     return {
       outbox: undefined,
@@ -282,7 +326,7 @@ function composeSend(
     outbox,
     verifier: deps.verifier,
     authMode: config.authMode,
-    book: { serverName: config.serverName, mapping: config.mapping },
+    book,
     enrol,
     now: deps.now,
     dedupeSeconds: config.sendDedupeSeconds,

@@ -19,7 +19,7 @@ export const DEFAULT_PNM_URL = 'https://pnm.cloudsoftphone.com/pnm2/send'
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'
 export type PusherFormat = 'event_id_only' | 'full'
 export type PnmVerb = 'NotifyTextMessage' | 'NotifyGenericTextMessage'
-export type AuthMode = 'matrix' | 'none'
+export type AuthMode = 'matrix' | 'none' | 'ext'
 
 export interface Config {
   readonly homeserverUrl?: string
@@ -41,6 +41,13 @@ export interface Config {
   readonly pnmVerb: PnmVerb
   readonly fallbackText: string
   readonly authMode: AuthMode
+  /** AUTH_MODE=ext: the NethVoice CTI server checking passwords and listing users. */
+  readonly extAuthUrl?: string
+  readonly extAuthTimeoutMs: number
+  /** How long a successful password check is cached (keyed by username and password). */
+  readonly authCacheTtlMs: number
+  /** Sentences for the start log: Go proxy variables read as aliases, or ignored, and why. */
+  readonly notes: readonly string[]
   /** Failed password checks per (username, client address) a minute. */
   readonly authFailuresPerMinute: number
   /** Failed password checks per username alone, from any address, a minute. */
@@ -101,7 +108,10 @@ export const ENV_DOC: ReadonlyArray<readonly [string, string]> = [
   ['PUSHER_FORMAT', 'event_id_only (default) or full'],
   ['PNM_VERB', 'NotifyTextMessage (default) or NotifyGenericTextMessage'],
   ['NOTIFY_FALLBACK_TEXT', 'Message of the generic verb when the text is unknown (default "New message")'],
-  ['AUTH_MODE', 'matrix (default: password login on the homeserver) or none'],
+  ['AUTH_MODE', 'matrix (default: password login on the homeserver), ext (the NethVoice CTI at EXT_AUTH_URL; the default when it is set) or none'],
+  ['EXT_AUTH_URL', 'AUTH_MODE=ext: base URL of the NethVoice CTI server (POST /api/login, GET /api/chat?users=1)'],
+  ['EXT_AUTH_TIMEOUT_MS', 'timeout of one CTI request (default 5000); the Go name EXT_AUTH_TIMEOUT_S (seconds) is read too'],
+  ['AUTH_CACHE_TTL_SECONDS', 'how long a good password check is cached (default 300); the Go name CACHE_TTL_SECONDS is read too'],
   ['AUTH_FAILURES_PER_MINUTE', 'failed password checks allowed per username from one client address a minute (default 5)'],
   ['AUTH_USER_FAILURES_PER_MINUTE', 'failed password checks allowed per username from all addresses a minute (default 20)'],
   ['AUTH_CHECKS_PER_MINUTE', 'password checks sent to the homeserver per client address (IPv6: per /64) a minute (default 30)'],
@@ -369,6 +379,38 @@ export function loadConfig(
     else errors.push(...loaded.errors)
   }
 
+  // Names of the Go proxy's configuration (NethVoice env files), read where they mean the same.
+  const notes: string[] = []
+  const alias = (ours: string, go: string, convert: (raw: string) => string | undefined = (v) => v): void => {
+    const goValue = get(go)
+    if (goValue === undefined) return
+    if (get(ours) !== undefined) {
+      notes.push(`${go} is ignored: ${ours} is set too`)
+      return
+    }
+    const converted = convert(goValue)
+    if (converted === undefined) {
+      errors.push(`${go}: "${goValue}" is not a whole number of seconds`)
+      return
+    }
+    env = { ...env, [ours]: converted }
+    notes.push(`${go} (the Go proxy's name) is read as ${ours}`)
+  }
+  alias('EXT_AUTH_TIMEOUT_MS', 'EXT_AUTH_TIMEOUT_S', (v) => (/^\d+$/.test(v) ? String(Number(v) * 1000) : undefined))
+  alias('AUTH_CACHE_TTL_SECONDS', 'CACHE_TTL_SECONDS')
+  if (get('AS_USER_ID') !== undefined) {
+    notes.push("AS_USER_ID is ignored: the appservice's own user is the one its MATRIX_AS_TOKEN belongs to (`check` shows it)")
+  }
+  for (const name of ['DEX_TOKEN_ENDPOINT', 'DEX_CLIENT_ID', 'DEX_CLIENT_SECRET']) {
+    if (get(name) !== undefined) notes.push(`${name} is ignored: this service checks passwords with AUTH_MODE (matrix or ext), not with Dex`)
+  }
+  if (databaseUrl !== undefined && get('PUSH_TOKEN_DB_PATH') !== undefined) {
+    // The Go proxy's push_tokens table is imported from the SQLite file only: say it is not read.
+    notes.push('PUSH_TOKEN_DB_PATH is ignored: DATABASE_URL is set (a Go proxy push_tokens table in that file is not imported; start once without DATABASE_URL to import it, then migrate-db)')
+  }
+  const extAuthUrl = url('EXT_AUTH_URL')
+  const authMode = get('AUTH_MODE') === undefined && extAuthUrl !== undefined ? 'ext' : oneOf('AUTH_MODE', ['matrix', 'none', 'ext'] as const, 'matrix')
+
   const config: Config = {
     homeserverUrl,
     asToken: get('MATRIX_AS_TOKEN') ?? get('SUPER_ADMIN_TOKEN'),
@@ -386,7 +428,11 @@ export function loadConfig(
     pusherFormat: oneOf('PUSHER_FORMAT', ['event_id_only', 'full'] as const, 'event_id_only'),
     pnmVerb: oneOf('PNM_VERB', ['NotifyTextMessage', 'NotifyGenericTextMessage'] as const, 'NotifyTextMessage'),
     fallbackText: get('NOTIFY_FALLBACK_TEXT') ?? 'New message',
-    authMode: oneOf('AUTH_MODE', ['matrix', 'none'] as const, 'matrix'),
+    authMode,
+    extAuthUrl: extAuthUrl && stripTrailingSlashes(extAuthUrl),
+    extAuthTimeoutMs: int('EXT_AUTH_TIMEOUT_MS', 5_000, 1, 600_000),
+    authCacheTtlMs: int('AUTH_CACHE_TTL_SECONDS', 300, 0, 86_400) * 1000,
+    notes,
     authFailuresPerMinute: int('AUTH_FAILURES_PER_MINUTE', 5, 1, 1_000_000),
     authUserFailuresPerMinute: int('AUTH_USER_FAILURES_PER_MINUTE', 20, 1, 1_000_000),
     authChecksPerMinute: int('AUTH_CHECKS_PER_MINUTE', 30, 1, 1_000_000),
@@ -413,8 +459,17 @@ export function loadConfig(
 /** What the configuration allows, and the variable to set for what it does not. */
 export function missingFor(config: Config) {
   return {
-    /** Password checks need the homeserver. */
-    login: config.homeserverUrl === undefined ? 'MATRIX_HOMESERVER_URL' : undefined,
+    /** Password checks need the homeserver (AUTH_MODE=matrix) or the CTI server (ext). */
+    login:
+      config.authMode === 'ext'
+        ? config.extAuthUrl === undefined
+          ? 'EXT_AUTH_URL'
+          : config.serverName === undefined
+            ? 'MATRIX_SERVER_NAME'
+            : undefined
+        : config.homeserverUrl === undefined
+          ? 'MATRIX_HOMESERVER_URL'
+          : undefined,
     /** Pusher calls need the homeserver and the appservice token; undefined when PROXY_URL is unset. */
     pushers:
       config.pushGatewayUrl === undefined

@@ -9,6 +9,7 @@ import { runCheck } from './cli/check.ts'
 import { runMigrateDb } from './cli/migrate-db.ts'
 import { consoleIo } from './cli/common.ts'
 import { runPushersSync } from './cli/pushers.ts'
+import { runPushTest } from './cli/push-test.ts'
 import { runRegistration } from './cli/registration.ts'
 import { runTokensDelete, runTokensList, runTokensShow } from './cli/tokens.ts'
 import pkg from '../package.json' with { type: 'json' }
@@ -19,6 +20,7 @@ import { readFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import { errorBody, metricsResponse } from './app.ts'
 import { unrecognized } from './errors.ts'
+import { redactUserinfo } from './secrets.ts'
 
 export const VERSION: string = pkg.version
 
@@ -62,19 +64,22 @@ export function configOrExit(env: Record<string, string | undefined>): Config {
  */
 async function announce(service: Service, config: Config) {
   const { log } = service
+  for (const note of await service.store.migrationNotes()) log.info({ database: storeName(config) }, note)
   const missing = missingFor(config)
   if (config.pushGatewayUrl === undefined) {
     log.warn('PROXY_URL is not set: pushers are not registered on the homeserver; tokens are still stored and notifications still forwarded')
   }
+  for (const note of config.notes) log.info(note)
   const waiting = new Map<string, string[]>()
   const wait = (variable: string | undefined, what: string) => {
     if (variable !== undefined) waiting.set(variable, [...(waiting.get(variable) ?? []), what])
   }
-  if (config.authMode === 'matrix') wait(missing.login, 'password checks (AUTH_MODE=matrix)')
+  if (config.authMode !== 'none') wait(missing.login, `password checks (AUTH_MODE=${config.authMode})`)
   wait(missing.pushers, 'pusher registration')
   for (const [variable, needs] of waiting) {
     log.warn(`${variable} is not set: token reports are answered 503 until it is; ${needs.join(' and ')} need${needs.length === 1 ? 's' : ''} it`)
   }
+  if (config.authMode === 'ext') log.info({ ext_auth_url: redactUserinfo(config.extAuthUrl ?? '') }, 'AUTH_MODE=ext: passwords are checked by the NethVoice CTI server')
   if (missing.messaging !== undefined) {
     log.info(`messaging is off: ${missing.messaging} is not set (Fetch Messages and the appservice routes answer 503)`)
   } else if (config.authMode === 'none') {
@@ -83,7 +88,7 @@ async function announce(service: Service, config: Config) {
   if (config.authMode === 'none') {
     log.warn('AUTH_MODE=none: token reports are not authenticated; anyone who can reach this service can redirect the notifications of any user')
     if (missing.serverName !== undefined) log.warn('MATRIX_SERVER_NAME is not set: only Matrix IDs and MAPPING_FILE entries can be resolved')
-  } else if (config.mappingFile !== undefined) {
+  } else if (config.mappingFile !== undefined && config.authMode === 'matrix') {
     log.info('MAPPING_FILE is ignored with AUTH_MODE=matrix: the homeserver names the user')
   }
   if (config.databaseUrl === undefined && config.dbPath === MEMORY_DB) log.warn('PUSH_TOKEN_DB_PATH is :memory: the tokens are kept in memory only and lost when the process stops')
@@ -216,6 +221,7 @@ export async function serve(config: Config): Promise<void> {
     }
     metricsServer?.stop(true)
     await worker.stop()
+    await service.journal.flush()
     await service.messaging.stop()
     await store.close()
     service.outbox?.close()
@@ -321,11 +327,15 @@ const COMMAND_TABLE: readonly Command[] = [
   },
   {
     words: ['tokens', 'show'],
-    summary: 'show one registration and its pending pusher calls',
+    summary: 'show one registration, its pending pusher calls and its last deliveries',
     args: ['selector'],
     options: { json: { type: 'boolean' } },
     usage: `tokens show <selector> [--json]
-  One registration and the pusher calls still queued for it (exit 1 when there is none).`,
+  One registration, the pusher calls still queued for it, and its delivery journal: the last 50
+  outcomes of notifications for it (time, event id, outcome, PNM status, latency), newest first;
+  written by the service about once a second. No message text, tokens as hashes.
+  Exit 1 when there is no such registration.
+  --json  the same as one JSON object (deliveries under "deliveries")`,
     run: (v, [selector], env) => runTokensShow(env, selector!, { json: v.json === true }, consoleIo),
   },
   {
@@ -337,6 +347,18 @@ const COMMAND_TABLE: readonly Command[] = [
   Deletes the registration and its pusher on the homeserver (as the Account Removal Reporter
   does). Exit 1 when the homeserver refused; the deletion then stays queued for the service.`,
     run: (_v, [selector], env) => runTokensDelete(env, selector!, consoleIo),
+  },
+  {
+    words: ['push-test'],
+    summary: 'send one test push to an account now and print what the PNM answered',
+    args: ['selector'],
+    options: {},
+    usage: `push-test <selector>
+  Sends one NotifyGenericTextMessage ("Test from matrix2acrobits") to the account's messages
+  token, now, with the service's PNM client and timeout (PNM_URL, PNM_TIMEOUT_MS), and prints the
+  PNM's answer and what it means. Exit 0 only when the PNM answered 200; 1 otherwise (no such
+  account, no token, 404, 400, 5xx, timeout).`,
+    run: (_v, [selector], env) => runPushTest(env, selector!, consoleIo),
   },
   {
     words: ['pushers', 'sync'],

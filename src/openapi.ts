@@ -48,11 +48,11 @@ function reportOperation(summary: string, description: string) {
       responses: {
         '200': answer('Stored (the app ignores the body)', 'Empty'),
         '400': answer('Malformed report (missing selector, token without app id, a field too long or with a control character, no Matrix user for the account, ...); the field is named', 'Error'),
-        '401': answer('Wrong or missing username/password (AUTH_MODE=matrix)', 'Error'),
-        '403': answer('The selector is stored for another Matrix user (reports only; a removal by another user answers 200 and changes nothing)', 'Error'),
+        '401': answer('Wrong or missing username/password (AUTH_MODE=matrix or ext)', 'Error'),
+        '403': answer('The selector is stored for another Matrix user (reports only; a removal by another user answers 200 and changes nothing), or (AUTH_MODE=ext) the CTI does not allow the account chat', 'Error'),
         '413': answer('Body larger than 8 KiB', 'Error'),
         '429': answer('Too many failed logins or password checks, or too many reports for this Matrix user; see Retry-After', 'Error'),
-        '503': answer('Homeserver or token store unavailable, too many password checks in flight, or a required variable is not set', 'Error'),
+        '503': answer('Homeserver, CTI server (AUTH_MODE=ext) or token store unavailable, too many password checks in flight, or a required variable is not set', 'Error'),
       },
     },
   }

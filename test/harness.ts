@@ -17,15 +17,15 @@ export const APP_ID = 'com.acrobits.softphone'
 export const TOKEN = 'APA91bG9aqWvmnxnYBZWG9hxvtkgzTXSopfiufzmc6tP3Kb-token-one'
 
 /** The pushers/set body the proxy must send for a message token (FIELD-GUIDE §2). */
-export const expectedPusherBody = (pushkey: string, url = 'https://push.example.org/_matrix/push/v1/notify') => ({
+export const expectedPusherBody = (pushkey: string, url = 'https://push.example.org/_matrix/push/v1/notify', selector = SELECTOR) => ({
   kind: 'http',
   app_id: APP_ID,
   pushkey,
   app_display_name: APP_ID,
   device_display_name: 'Acrobits Softphone',
   lang: 'en',
-  append: false,
-  data: { url, format: 'event_id_only' },
+  append: true,
+  data: { url, format: 'event_id_only', selector },
 })
 
 /**
@@ -43,7 +43,8 @@ export function fullNotification(eventId: string, pushkey = TOKEN, over: Record<
     prio: 'high',
     content: { msgtype: 'm.text', body: 'Hello' },
     counts: { unread: 1 },
-    devices: [{ app_id: appId, pushkey, pushkey_ts: 1_700_000_000, data: {}, tweaks: { sound: 'default', highlight: false } }],
+    // Synapse echoes the pusher's data: this release's pusher for TOKEN names its account SELECTOR.
+    devices: [{ app_id: appId, pushkey, pushkey_ts: 1_700_000_000, data: pushkey === TOKEN ? { selector: SELECTOR } : {}, tweaks: { sound: 'default', highlight: false } }],
     ...over,
   }
 }
@@ -142,6 +143,7 @@ export async function startHarness(options: HarnessOptions = {}) {
     notify: (notification: Record<string, unknown>) => request('POST', '/_matrix/push/v1/notify', { notification }),
     async close() {
       await service.worker.stop()
+      await service.journal.flush()
       await service.messaging.stop()
       await service.store.close()
       service.outbox?.close()

@@ -51,6 +51,9 @@ export function incompleteness(config: Config): string[] {
   if (config.authMode === 'none' && missingFor(config).serverName !== undefined && config.mapping.length === 0) {
     problems.push('MATRIX_SERVER_NAME is not set (AUTH_MODE=none): usernames cannot be turned into Matrix IDs')
   }
+  if (config.authMode === 'ext' && config.extAuthUrl === undefined) {
+    problems.push('EXT_AUTH_URL is not set (AUTH_MODE=ext): passwords cannot be checked, every token report is answered 503')
+  }
   return problems
 }
 

@@ -4,7 +4,7 @@
  * report would (report/plan.ts) and runs the outbox, so a refusal stays queued for the service.
  */
 import { missingFor } from '../config.ts'
-import { planPusherCalls } from '../report/plan.ts'
+import { requeuePusher } from '../pusher/requeue.ts'
 import { tokenHash } from '../secrets.ts'
 import type { Registration } from '../store/types.ts'
 import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, openExistingStore, printable, type CliIo, type Env, type ExitCode } from './common.ts'
@@ -12,15 +12,6 @@ import { createCommandWorker, hintFor, settle } from './outbox.ts'
 
 /** Accounts whose pushers are set up at the same time; the homeserver is the limit, not the proxy. */
 const CONCURRENCY = 4
-
-class ChangedMeanwhile extends Error {}
-
-const sameRow = (a: Registration | undefined, b: Registration) =>
-  a !== undefined &&
-  a.updatedAt === b.updatedAt &&
-  a.matrixUserId === b.matrixUserId &&
-  a.tokenMsgs === b.tokenMsgs &&
-  a.appIdMsgs === b.appIdMsgs
 
 export async function runPushersSync(env: Env, options: { verbose?: boolean }, io: CliIo): Promise<ExitCode> {
   const config = configOrReport(env, io)
@@ -37,28 +28,22 @@ export async function runPushersSync(env: Env, options: { verbose?: boolean }, i
   const store = await openExistingStore(config, io)
   if (!store) return EXIT_FAILED
   try {
-    const plan = planPusherCalls(true)
     const queued: { r: Registration; jobIds: number[] }[] = []
     let changed = 0
     let tokenless = 0
+    let userless = 0
     for (const r of await store.listRegistrations()) {
       if (r.tokenMsgs === undefined || r.appIdMsgs === undefined) {
         tokenless++
         continue
       }
-      try {
-        // Saving the row unchanged makes the planner queue its `set`. `now` is the row's own time,
-        // so updated_at still tells when the app last reported (findByPushkey prefers the latest).
-        // A report that changed the row since it was listed wins: throwing rolls the save back.
-        const { jobs } = await store.saveRegistration(r, r.updatedAt, (previous, next) => {
-          if (!sameRow(previous, r)) throw new ChangedMeanwhile()
-          return plan(previous, next)
-        })
-        queued.push({ r, jobIds: jobs.filter((j) => j.action === 'set').map((j) => j.id) })
-      } catch (e) {
-        if (!(e instanceof ChangedMeanwhile)) throw e
-        changed++
+      if (r.matrixUserId === undefined) {
+        userless++
+        continue
       }
+      const jobs = await requeuePusher(store, r)
+      if (jobs === 'changed') changed++
+      else queued.push({ r, jobIds: jobs.map((j) => j.id) })
     }
 
     const worker = await createCommandWorker(config, store)
@@ -86,6 +71,7 @@ export async function runPushersSync(env: Env, options: { verbose?: boolean }, i
     if (failed > 0) parts.push(`${failed} failed (still queued; the running service retries them)`)
     if (changed > 0) parts.push(`${changed} skipped (reported again meanwhile, which registers them)`)
     if (tokenless > 0) parts.push(`${tokenless} accounts without a messages token`)
+    if (userless > 0) parts.push(`${userless} imported from the Go proxy without a Matrix user yet (registered at their next report)`)
     io.out(parts.join(', '))
     return failed > 0 ? EXIT_FAILED : EXIT_OK
   } finally {

@@ -7,7 +7,7 @@ import { missingFor, type Config } from '../config.ts'
 import { storeName } from '../store/open.ts'
 import { planPusherCalls } from '../report/plan.ts'
 import { tokenHash } from '../secrets.ts'
-import type { PusherJob, Registration, TokenStore } from '../store/types.ts'
+import type { Delivery, PusherJob, Registration, TokenStore } from '../store/types.ts'
 import { configOrReport, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, isoTime, openExistingStore, printable, printableJson, table, type CliIo, type Env, type ExitCode } from './common.ts'
 import { createCommandWorker, hintFor, settle } from './outbox.ts'
 
@@ -15,7 +15,7 @@ import { createCommandWorker, hintFor, settle } from './outbox.ts'
 export function describeRegistration(r: Registration, pending: readonly PusherJob[]) {
   return {
     selector: r.selector,
-    matrix_user_id: r.matrixUserId,
+    matrix_user_id: r.matrixUserId ?? null,
     username: r.username ?? null,
     app_id_msgs: r.appIdMsgs ?? null,
     token_msgs_hash: r.tokenMsgs === undefined ? null : tokenHash(r.tokenMsgs),
@@ -36,6 +36,19 @@ const describeJob = (j: PusherJob) => ({
   next_attempt_at: isoTime(j.nextAttemptAt),
   last_error: j.lastError ?? null,
 })
+
+/** A journal row as `tokens show --json` prints it: no message text, no token. */
+export const describeDelivery = (d: Delivery) => ({
+  time: new Date(d.at).toISOString(),
+  event_id: d.eventId ?? null,
+  outcome: d.outcome,
+  pnm_status: d.pnmStatus ?? null,
+  latency_ms: d.latencyMs,
+  detail: d.detail ?? null,
+})
+
+/** Who a row belongs to, for the operator's eyes. */
+const ownerOf = (r: Registration) => r.matrixUserId ?? '(imported from the Go proxy; Matrix user unknown until the next report)'
 
 const hashOrDash = (token: string | undefined) => (token === undefined ? '-' : tokenHash(token))
 
@@ -67,7 +80,7 @@ export function runTokensList(env: Env, options: { json?: boolean }, io: CliIo) 
       ['SELECTOR', 'MATRIX USER', 'USERNAME', 'MESSAGES APP', 'TOKEN', 'CALLS APP', 'TOKEN', 'PENDING', 'UPDATED'],
       ...rows.map((r) => [
         r.selector,
-        r.matrixUserId,
+        r.matrixUserId ?? '-',
         r.username ?? '-',
         r.appIdMsgs ?? '-',
         hashOrDash(r.tokenMsgs),
@@ -92,13 +105,14 @@ export function runTokensShow(env: Env, selector: string, options: { json?: bool
       return EXIT_FAILED
     }
     const d = describeRegistration(r, pending)
+    const journal = (await store.deliveries(selector)).map(describeDelivery)
     if (options.json) {
-      io.out(printableJson(d))
+      io.out(printableJson({ ...d, deliveries: journal }))
       return EXIT_OK
     }
     for (const line of table([
       ['selector', d.selector],
-      ['matrix user', d.matrix_user_id],
+      ['matrix user', ownerOf(r)],
       ['username', d.username ?? '-'],
       ['messages', d.app_id_msgs === null ? '-' : `${d.app_id_msgs} token ${d.token_msgs_hash}`],
       ['calls', d.app_id_calls === null ? '-' : `${d.app_id_calls} token ${d.token_calls_hash}`],
@@ -115,6 +129,17 @@ export function runTokensShow(env: Env, selector: string, options: { json?: bool
             (j.last_error ? `, last error: ${j.last_error}` : ''),
         ),
       )
+    }
+    if (journal.length === 0) {
+      io.out('deliveries: none recorded yet (the journal keeps the last 50 outcomes of notifications for this account)')
+      return EXIT_OK
+    }
+    io.out(`deliveries (last ${journal.length}, newest first):`)
+    for (const line of table([
+      ['  TIME', 'EVENT', 'OUTCOME', 'PNM', 'LATENCY', 'DETAIL'],
+      ...journal.map((j) => [`  ${j.time}`, j.event_id ?? '-', j.outcome, j.pnm_status === null ? '-' : String(j.pnm_status), `${j.latency_ms} ms`, j.detail ?? '']),
+    ])) {
+      io.out(line)
     }
     return EXIT_OK
   })
@@ -135,7 +160,7 @@ export function runTokensDelete(env: Env, selector: string, io: CliIo) {
       io.err(`matrix2acrobits: no registration with selector ${printable(selector)}`)
       return EXIT_FAILED
     }
-    io.out(printable(`deleted ${selector} (${previous.matrixUserId}, messages token ${hashOrDash(previous.tokenMsgs)})`))
+    io.out(printable(`deleted ${selector} (${ownerOf(previous)}, messages token ${hashOrDash(previous.tokenMsgs)})`))
     if (!pushersEnabled) {
       io.out('PROXY_URL is not set: this proxy registers no pushers, so none was deleted on the homeserver')
       return EXIT_OK

@@ -2,6 +2,10 @@
  * What happens to a notification from Synapse: each device is looked up, translated and sent to
  * the PNM in parallel; the answer to Synapse lists the pushkeys to reject, or is a 5xx when a
  * retry later can still deliver (Synapse then backs off and tries again).
+ * A device is an account: its pusher's `data.selector` (echoed by Synapse) names it among the
+ * accounts sharing one phone's token; a pusher without one (registered before, or by the Go
+ * proxy) is looked up by token alone and registered again in the background. Each account's
+ * outcome goes to the delivery journal, which is written later, off this path.
  *
  * Logging: the outcome of every device goes into the request's one access line (app.ts); a line
  * of its own only for what an operator acts on (failures, a forgotten token) and, at DEBUG, the
@@ -17,6 +21,9 @@ import { classifyPnmAnswer, type PnmOutcome } from '../pnm/outcome.ts'
 import type { TokenStore } from '../store/types.ts'
 import { tokenHash } from '../secrets.ts'
 import type { DuplicateFilter } from './dedupe.ts'
+import type { DeliveryJournal } from './journal.ts'
+import type { PusherMigrator } from './migrate-pushers.ts'
+import { SELECTOR_DATA_KEY } from '../pusher/body.ts'
 import type { Device, Notification } from './schema.ts'
 import { isBadgeOnly, translateNotification } from './translate.ts'
 import type { Metrics } from '../metrics.ts'
@@ -95,6 +102,8 @@ export interface NotifyDeps {
   store: TokenStore
   pnm: PnmClient
   dedupe: DuplicateFilter
+  journal?: DeliveryJournal
+  migrator?: PusherMigrator
   log: Logger
   metrics: Metrics
   now: () => number
@@ -131,10 +140,17 @@ export function createNotifyHandler(deps: NotifyDeps) {
     child.inc()
   }
 
+  /** The account a pusher's data names, when it names one. */
+  const selectorOf = (device: Device): string | undefined => {
+    const value = device.data?.[SELECTOR_DATA_KEY]
+    return typeof value === 'string' && value !== '' ? value : undefined
+  }
+
   async function deliver(
     request: ReturnType<typeof translateNotification>,
     deadline: number,
     dlog: DeviceLog,
+    trace: { status?: number },
   ): Promise<PnmOutcome | 'overloaded'> {
     let outcome: PnmOutcome = { kind: 'transient', detail: 'no attempt made before the deadline' }
     for (let attempt = 0; attempt <= retryDelays.length; attempt++) {
@@ -152,6 +168,7 @@ export function createNotifyHandler(deps: NotifyDeps) {
       const answer = await sending.finally(() => deps.metrics.pnmInflight.dec())
       deps.metrics.pnmDuration.observe((performance.now() - started) / 1000)
       countAnswer(answer.kind === 'answer' ? String(answer.status) : answer.kind)
+      trace.status = answer.kind === 'answer' ? answer.status : undefined
       outcome = classifyPnmAnswer(answer)
       if (outcome.kind !== 'transient') return outcome
       log.warn(dlog.fields({ attempt: attempt + 1, detail: outcome.detail }), 'PNM attempt failed')
@@ -161,15 +178,18 @@ export function createNotifyHandler(deps: NotifyDeps) {
 
   async function handleDevice(n: Notification, dlog: DeviceLog, deadline: number): Promise<DeviceOutcome> {
     const { device } = dlog
+    const named = selectorOf(device)
     let account
     try {
-      account = await deps.store.findByPushkey(device.app_id, device.pushkey)
+      account = await (named === undefined ? deps.store.findByPushkey(device.app_id, device.pushkey) : deps.store.findBySelector(device.app_id, device.pushkey, named))
     } catch (e) {
       // Never reject on a database error: a rejection switches the user's pushes off for good.
       log.error(dlog.fields({ err: (e as Error).message }), 'token store unavailable; asking Synapse to retry')
       return 'store_error'
     }
     if (!account || account.tokenMsgs === undefined || account.appIdMsgs === undefined) {
+      // With a selector: that account is gone or has another token now; its pusher is stale.
+      dlog.selector = named
       // One per device: DEBUG, or a body listing thousands of unknown pushkeys writes thousands of
       // lines. The access line counts them (unknown_pushkeys).
       if (debug()) log.debug(dlog.fields(), 'pushkey not registered here; rejecting it')
@@ -177,15 +197,44 @@ export function createNotifyHandler(deps: NotifyDeps) {
       return 'rejected'
     }
     dlog.selector = account.selector
+    if (named === undefined) deps.migrator?.migrate(device.app_id, device.pushkey)
+    const started = performance.now()
+    const trace: { status?: number; detail?: string } = {}
+    const outcome = await deliverToAccount(n, dlog, account as Account, deadline, trace)
+    deps.journal?.record({
+      selector: account.selector,
+      at: deps.now(),
+      eventId: n.event_id ?? undefined,
+      outcome,
+      pnmStatus: trace.status,
+      latencyMs: performance.now() - started,
+      detail: trace.detail,
+    })
+    return outcome
+  }
+
+  type Account = { selector: string; tokenMsgs: string; appIdMsgs: string; matrixUserId?: string }
+
+  async function deliverToAccount(
+    n: Notification,
+    dlog: DeviceLog,
+    account: Account,
+    deadline: number,
+    trace: { status?: number; detail?: string },
+  ): Promise<DeviceOutcome> {
+    const { device } = dlog
     if (isBadgeOnly(n)) {
       if (debug()) log.debug(dlog.fields({ unread: n.counts?.unread }), 'badge-only update; nothing sent to the phone')
       return 'badge_only'
     }
     const eventId = n.event_id!
+    // Two accounts on one phone share its token and may get the same event (a room they are both
+    // in): each account's push is its own. (U+001F: PostgreSQL text holds no NUL.)
+    const dedupeKey = `${device.pushkey}\u001f${account.selector}`
     let claim
     try {
       // Taken before the PNM call: a retry reaching another instance meanwhile sends nothing.
-      const pending = deps.dedupe.claim(device.pushkey, eventId)
+      const pending = deps.dedupe.claim(dedupeKey, eventId)
       claim = typeof pending === 'string' ? pending : await pending
     } catch (e) {
       log.error(dlog.fields({ err: (e as Error).message }), 'duplicate filter unavailable; asking Synapse to retry')
@@ -199,10 +248,16 @@ export function createNotifyHandler(deps: NotifyDeps) {
       if (debug()) log.debug(dlog.fields(), 'another instance is sending this event to this device now; asking Synapse to retry')
       return 'sending_elsewhere'
     }
-    const outcome = await sendClaimed(n, dlog, { selector: account.selector, appId: account.appIdMsgs, token: account.tokenMsgs, userId: account.matrixUserId }, deadline)
+    const outcome = await sendClaimed(
+      n,
+      dlog,
+      { selector: account.selector, appId: account.appIdMsgs, token: account.tokenMsgs, userId: account.matrixUserId },
+      deadline,
+      trace,
+    )
     try {
       // Awaited only when the filter answers with a promise: the in-process one costs no await.
-      const recorded = outcome === 'delivered' ? deps.dedupe.delivered(device.pushkey, eventId) : deps.dedupe.release(device.pushkey, eventId)
+      const recorded = outcome === 'delivered' ? deps.dedupe.delivered(dedupeKey, eventId) : deps.dedupe.release(dedupeKey, eventId)
       if (recorded) await recorded
     } catch (e) {
       log.error(dlog.fields({ err: (e as Error).message }), 'could not record the outcome in the duplicate filter; its claim runs out by itself')
@@ -213,16 +268,19 @@ export function createNotifyHandler(deps: NotifyDeps) {
   async function sendClaimed(
     n: Notification,
     dlog: DeviceLog,
-    account: { selector: string; appId: string; token: string; userId: string },
+    /** userId: undefined for a row imported from the Go proxy until the app reports again. */
+    account: { selector: string; appId: string; token: string; userId: string | undefined },
     deadline: number,
+    trace: { status?: number; detail?: string },
   ): Promise<DeviceOutcome> {
     const { device } = dlog
     let request = translateNotification(n, device, account, { verb: deps.config.pnmVerb, fallbackText: deps.config.fallbackText })
-    if (deps.pushView) {
+    if (deps.pushView && account.userId !== undefined) {
       const view = await deps.pushView(account.userId, n.event_id!, n.room_id ?? undefined, log, dlog.fields()).catch(() => undefined)
       if (view) request = applyPushView(request, view, typeof n.content?.body === 'string')
     }
-    const outcome = await deliver(request, deadline, dlog)
+    const outcome = await deliver(request, deadline, dlog, trace)
+    if (outcome !== 'overloaded' && outcome.kind !== 'delivered') trace.detail = outcome.detail
     if (outcome === 'overloaded') {
       log.warn(dlog.fields(), 'too many PNM requests in flight (PNM_MAX_INFLIGHT); asking Synapse to retry')
       return 'overloaded'
@@ -250,7 +308,7 @@ export function createNotifyHandler(deps: NotifyDeps) {
   function handleDeviceOnce(n: Notification, dlog: DeviceLog, deadline: number): Promise<DeviceOutcome> {
     if (isBadgeOnly(n)) return handleDevice(n, dlog, deadline)
     const { device } = dlog
-    const key = `${n.event_id}\u0000${device.app_id}\u0000${device.pushkey}`
+    const key = `${n.event_id}\u0000${device.app_id}\u0000${device.pushkey}\u0000${selectorOf(device) ?? ''}`
     const running = inflight.get(key)
     if (running) return running.then((o) => (o === 'delivered' ? 'duplicate' : o))
     const started = handleDevice(n, dlog, deadline).finally(() => inflight.delete(key))

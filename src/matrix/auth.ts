@@ -1,15 +1,17 @@
 /**
- * AUTH_MODE=matrix: an Acrobits account's username and password are checked with a password
- * login on the homeserver, whose answer names the Matrix user; the session is logged out at once.
- * Checks are limited before the homeserver is asked (auth-limits.ts), so the endpoint cannot be
- * used to guess passwords or to spend the homeserver's login rate limit; a good answer is cached
+ * Password checks for token reports. What every check shares lives here: the limits before
+ * anyone is asked (auth-limits.ts), so the endpoint cannot be used to guess passwords or to spend
+ * an upstream login rate limit; identical checks in flight answered by one; a good answer cached
  * briefly, keyed by a keyed hash of the normalised username and the password (never by username
- * alone, or any password would pass).
+ * alone, or any password would pass). Who is asked is a backend:
+ * - AUTH_MODE=matrix (this file): a password login on the homeserver, whose answer names the
+ *   Matrix user; the session is logged out at once.
+ * - AUTH_MODE=ext (cti/backend.ts): the NethVoice CTI server, as the Go proxy did.
  */
 import { createHmac, randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { rateLimitGroup } from '../client-address.ts'
-import { rateLimited, unauthorized, unavailable, type AppError } from '../errors.ts'
+import { AppError, rateLimited, unauthorized, unavailable } from '../errors.ts'
 import type { Metrics } from '../metrics.ts'
 import { tokenHash } from '../secrets.ts'
 import { createAuthLimiter, normalizeUsername, sharedKeys, type AuthLimits, type AuthTicket, type FailureLedger } from './auth-limits.ts'
@@ -30,42 +32,37 @@ export interface PasswordVerifier {
   verify(username: string, password: string, clientAddress: string | undefined, log?: Logger): Promise<string>
 }
 
+/** What a backend found: the Matrix user, or a refusal of the credentials (with its metric reason). */
+export type CheckResult =
+  | { ok: true; userId: string }
+  | { ok: false; reason: string; error: AppError; /** Counted as a wrong password by the limits. */ failure: boolean }
+
+export interface PasswordBackend {
+  /** The username as the limits and the cache see it (one user, however it is spelt). */
+  normalize(username: string): string
+  /**
+   * Asks the upstream. Resolves what it answered; throws an AppError (503) when it could not
+   * answer: never a 401 for a password that may be right.
+   */
+  check(username: string, password: string, ticket: AuthTicket, clientAddress: string | undefined, log: Logger): Promise<CheckResult>
+}
+
 export function createPasswordVerifier(o: {
-  matrix: MatrixClient
+  backend: PasswordBackend
   log: Logger
   metrics: Metrics
   now: () => number
   limits: AuthLimits
-  /** `@alice:<server name>` and `alice` are one user for the limits and the cache. */
-  serverName?: string
   cacheTtlMs?: number
-  /** Longest homeserver rate-limit wait a password check sits out before answering 503. */
-  maxRateLimitWaitMs?: number
   /** The failure budgets shared with other instances (PostgreSQL); this process's limiter still applies. */
   ledger?: FailureLedger
 }): PasswordVerifier {
   const ttl = o.cacheTtlMs ?? AUTH_CACHE_TTL_MS
-  const maxRateLimitWaitMs = o.maxRateLimitWaitMs ?? 10_000
   const key = randomBytes(32)
   const cache = new Map<string, { userId: string; until: number }>()
   const inflight = new Map<string, Promise<string>>()
   const limiter = createAuthLimiter(o.limits, o.now)
   const cacheKey = (user: string, password: string) => createHmac('sha256', key).update(user).update('\u0000').update(password).digest('base64')
-
-  // Synapse limits logins per source address (rc_login.address: a burst of 3, then one every ~6 s),
-  // and every phone's check comes from this proxy's address: a short wait beats a 503.
-  async function loginWaitingOutRateLimit(username: string, password: string, ticket: AuthTicket, log: Logger) {
-    try {
-      return await o.matrix.login(username, password)
-    } catch (e) {
-      const wait = e instanceof MatrixError && e.isRateLimit ? e.retryAfterMs : undefined
-      if (wait === undefined || wait > maxRateLimitWaitMs) throw e
-      log.info({ username, retry_after_ms: wait }, 'homeserver rate-limits logins; waiting once')
-      await Bun.sleep(wait)
-      ticket.countCheck()
-      return o.matrix.login(username, password)
-    }
-  }
 
   function refuse(reason: string, error: AppError): never {
     o.metrics.authFailures.inc({ reason })
@@ -74,15 +71,15 @@ export function createPasswordVerifier(o: {
 
   return {
     async verify(username, password, clientAddress, log = o.log) {
-      const user = normalizeUsername(username, o.serverName)
+      const user = o.backend.normalize(username)
       const ck = cacheKey(user, password)
       const hit = cache.get(ck)
       if (hit && hit.until > o.now()) return hit.userId
-      // The same credentials already being checked (an app reporting twice at start): one login
+      // The same credentials already being checked (an app reporting twice at start): one check
       // answers both, and only one counts against the limits.
       const running = inflight.get(ck)
       if (running) return running
-      const check = checkWithHomeserver(username, user, password, ck, clientAddress, log).finally(() => inflight.delete(ck))
+      const check = checkUpstream(username, user, password, ck, clientAddress, log).finally(() => inflight.delete(ck))
       inflight.set(ck, check)
       return check
     },
@@ -125,8 +122,8 @@ export function createPasswordVerifier(o: {
     }
   }
 
-  /** One password check: the limits, the login, the logout, the cache. */
-  async function checkWithHomeserver(username: string, user: string, password: string, ck: string, clientAddress: string | undefined, log: Logger): Promise<string> {
+  /** One password check: the limits, the backend, the cache. */
+  async function checkUpstream(username: string, user: string, password: string, ck: string, clientAddress: string | undefined, log: Logger): Promise<string> {
     const attempt = limiter.begin(user, clientAddress === undefined ? undefined : rateLimitGroup(clientAddress))
     if (!attempt.ok) {
       log.warn({ username, client: clientAddress, limit: attempt.reason, retry_after_s: attempt.retryAfter }, REFUSALS[attempt.reason])
@@ -136,33 +133,76 @@ export function createPasswordVerifier(o: {
     }
     const { ticket: local } = attempt
     const ticket = o.ledger ? await sharedTicket(o.ledger, user, clientAddress, local, username) : local
-
-    let session: { userId: string; accessToken?: string }
+    let result: CheckResult
     try {
-      session = await loginWaitingOutRateLimit(username, password, ticket, log)
+      result = await o.backend.check(username, password, ticket, clientAddress, log)
     } catch (e) {
-      if (e instanceof MatrixError && !e.isTransient) {
-        ticket.fail()
-        log.info({ username, client: clientAddress, errcode: e.errcode, status: e.status }, 'login refused by the homeserver')
-        refuse('invalid_credentials', unauthorized('Invalid username or password'))
-      }
       ticket.release()
-      // Never 401 when the homeserver could not answer: the app would treat a good password as bad.
-      const retry = e instanceof MatrixError && e.retryAfterMs !== undefined ? Math.ceil(e.retryAfterMs / 1000) : undefined
-      log.error({ username, err: (e as Error).message }, 'homeserver could not check the password')
-      refuse('homeserver_unavailable', unavailable('The homeserver could not check the credentials; try again later', retry))
+      if (e instanceof AppError) refuse('homeserver_unavailable', e)
+      throw e
+    }
+    if (!result.ok) {
+      if (result.failure) ticket.fail()
+      else ticket.release()
+      refuse(result.reason, result.error)
     }
     ticket.release()
-
-    if (session.accessToken !== undefined) {
-      try {
-        await o.matrix.logout(session.accessToken)
-      } catch (e) {
-        log.warn({ user_id: session.userId, session: tokenHash(session.accessToken), err: (e as Error).message }, 'logout of the password-check session failed')
-      }
-    }
     if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!)
-    cache.set(ck, { userId: session.userId, until: o.now() + ttl })
-    return session.userId
+    cache.set(ck, { userId: result.userId, until: o.now() + ttl })
+    return result.userId
+  }
+}
+
+/** AUTH_MODE=matrix: a password login on the homeserver, logged out at once. */
+export function matrixPasswordBackend(o: {
+  matrix: MatrixClient
+  log: Logger
+  /** `@alice:<server name>` and `alice` are one user for the limits and the cache. */
+  serverName?: string
+  /** Longest homeserver rate-limit wait a password check sits out before answering 503. */
+  maxRateLimitWaitMs?: number
+}): PasswordBackend {
+  const maxRateLimitWaitMs = o.maxRateLimitWaitMs ?? 10_000
+
+  // Synapse limits logins per source address (rc_login.address: a burst of 3, then one every ~6 s),
+  // and every phone's check comes from this proxy's address: a short wait beats a 503.
+  async function loginWaitingOutRateLimit(username: string, password: string, ticket: AuthTicket, log: Logger) {
+    try {
+      return await o.matrix.login(username, password)
+    } catch (e) {
+      const wait = e instanceof MatrixError && e.isRateLimit ? e.retryAfterMs : undefined
+      if (wait === undefined || wait > maxRateLimitWaitMs) throw e
+      log.info({ username, retry_after_ms: wait }, 'homeserver rate-limits logins; waiting once')
+      await Bun.sleep(wait)
+      ticket.countCheck()
+      return o.matrix.login(username, password)
+    }
+  }
+
+  return {
+    normalize: (username) => normalizeUsername(username, o.serverName),
+    async check(username, password, ticket, clientAddress, log) {
+      let session: { userId: string; accessToken?: string }
+      try {
+        session = await loginWaitingOutRateLimit(username, password, ticket, log)
+      } catch (e) {
+        if (e instanceof MatrixError && !e.isTransient) {
+          log.info({ username, client: clientAddress, errcode: e.errcode, status: e.status }, 'login refused by the homeserver')
+          return { ok: false, reason: 'invalid_credentials', error: unauthorized('Invalid username or password'), failure: true }
+        }
+        // Never 401 when the homeserver could not answer: the app would treat a good password as bad.
+        const retry = e instanceof MatrixError && e.retryAfterMs !== undefined ? Math.ceil(e.retryAfterMs / 1000) : undefined
+        log.error({ username, err: (e as Error).message }, 'homeserver could not check the password')
+        throw unavailable('The homeserver could not check the credentials; try again later', retry)
+      }
+      if (session.accessToken !== undefined) {
+        try {
+          await o.matrix.logout(session.accessToken)
+        } catch (e) {
+          log.warn({ user_id: session.userId, session: tokenHash(session.accessToken), err: (e as Error).message }, 'logout of the password-check session failed')
+        }
+      }
+      return { ok: true, userId: session.userId }
+    },
   }
 }

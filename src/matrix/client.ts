@@ -45,7 +45,7 @@ export interface PusherBody {
   device_display_name?: string
   lang?: string
   append?: boolean
-  data?: { url: string; format?: 'event_id_only' }
+  data?: { url: string; format?: 'event_id_only'; selector?: string }
 }
 
 export interface RoomMessages {

@@ -7,6 +7,7 @@
 import { t } from 'elysia'
 import type { Logger } from 'pino'
 import { groupAddress, renderUser, type AddressBook } from '../addresses.ts'
+import type { AuthMode } from '../config.ts'
 import type { PasswordVerifier } from '../matrix/auth.ts'
 import { authenticateMessaging } from './authenticate.ts'
 import type { DeliveryRow, Member, MessageIndex, Room } from './index-store.ts'
@@ -104,7 +105,7 @@ export function renderDelivery(
 export interface FetchDeps {
   index: MessageIndex
   verifier?: PasswordVerifier
-  authMode: 'matrix' | 'none'
+  authMode: AuthMode
   /** The variable messaging still needs, when it is off. */
   missing?: string
   book: AddressBook

@@ -94,6 +94,10 @@ export function createReportService(deps: ReportServiceDeps) {
       // Knowing the row's current message token is having the device: the same phone, another account.
       const sameDevice: ChangeGuard = (previous) =>
         report.tokenMsgs !== undefined && previous.tokenMsgs !== undefined && constantTimeEqual(report.tokenMsgs, previous.tokenMsgs)
+      // A row imported from the Go proxy has no owner yet: the device that holds its token claims
+      // it, and so does anyone once its token is gone (the PNM forgot it); the selector alone
+      // proves nothing.
+      const unclaimedImport: ChangeGuard = (previous) => previous.matrixUserId === undefined && previous.tokenMsgs === undefined
       const write = () => {
         if (kind === 'report') {
           return deps.store.saveRegistration(
@@ -108,7 +112,7 @@ export function createReportService(deps: ReportServiceDeps) {
             },
             now,
             planPusherCalls(pushersEnabled),
-            { guard: (previous) => ownedByReporter(previous) || sameDevice(previous), maxPerUser: config.maxDevicesPerUser },
+            { guard: (previous) => ownedByReporter(previous) || sameDevice(previous) || unclaimedImport(previous), maxPerUser: config.maxDevicesPerUser },
           )
         } else {
           // Without a stored row the report itself says which pusher to remove.
@@ -117,7 +121,8 @@ export function createReportService(deps: ReportServiceDeps) {
               ? undefined
               : { ...report, matrixUserId: userId, createdAt: now, updatedAt: now }
           const plan = planPusherCalls(pushersEnabled)
-          return deps.store.removeRegistration(report.selector, now, (previous, next) => plan(previous ?? fromReport, next), ownedByReporter)
+          const imported: ChangeGuard = (previous) => previous.matrixUserId === undefined && (sameDevice(previous) || unclaimedImport(previous))
+          return deps.store.removeRegistration(report.selector, now, (previous, next, sharing) => plan(previous ?? fromReport, next, sharing), (previous) => ownedByReporter(previous) || imported(previous))
         }
       }
       let result: Awaited<ReturnType<typeof write>>

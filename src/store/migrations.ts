@@ -3,8 +3,10 @@
  * each runs once, in its own transaction. Never edit a released migration: append a new one.
  */
 import type { Database } from 'bun:sqlite'
+import { importGoPushTokens } from './go-import.ts'
 
-export const MIGRATIONS: ReadonlyArray<(db: Database) => void> = [
+/** A migration may return a sentence for the operator (logged at start). */
+export const MIGRATIONS: ReadonlyArray<(db: Database) => void | string> = [
   (db) => {
     db.run(`CREATE TABLE registrations (
       selector       TEXT PRIMARY KEY,
@@ -145,18 +147,58 @@ export const MIGRATIONS: ReadonlyArray<(db: Database) => void> = [
     db.run('CREATE INDEX send_outbox_key ON send_outbox (dedupe_key, updated_at)')
     db.run('CREATE INDEX send_outbox_created ON send_outbox (created_at)')
   },
+  // Issue 14: several accounts on one phone, the delivery journal, the Go proxy's table.
+  (db) => {
+    // matrix_user_id may be NULL: rows imported from the Go proxy (below) have no Matrix user
+    // until the app reports again. SQLite cannot drop a NOT NULL: the table is copied.
+    db.run(`CREATE TABLE registrations_new (
+      selector       TEXT PRIMARY KEY,
+      username       TEXT,
+      matrix_user_id TEXT,
+      token_msgs     TEXT,
+      app_id_msgs    TEXT,
+      token_calls    TEXT,
+      app_id_calls   TEXT,
+      created_at     INTEGER NOT NULL,
+      updated_at     INTEGER NOT NULL
+    )`)
+    db.run('INSERT INTO registrations_new SELECT selector, username, matrix_user_id, token_msgs, app_id_msgs, token_calls, app_id_calls, created_at, updated_at FROM registrations')
+    db.run('DROP TABLE registrations')
+    db.run('ALTER TABLE registrations_new RENAME TO registrations')
+    db.run('CREATE INDEX registrations_pushkey_newest ON registrations (token_msgs, app_id_msgs, updated_at DESC)')
+    db.run('CREATE INDEX registrations_user ON registrations (matrix_user_id, updated_at)')
+    // The delivery journal: the last outcomes of each account (`tokens show`).
+    db.run(`CREATE TABLE deliveries (
+      id          INTEGER PRIMARY KEY AUTOINCREMENT,
+      selector    TEXT NOT NULL,
+      at          INTEGER NOT NULL,
+      event_id    TEXT,
+      outcome     TEXT NOT NULL,
+      pnm_status  INTEGER,
+      latency_ms  INTEGER NOT NULL,
+      detail      TEXT
+    )`)
+    db.run('CREATE INDEX deliveries_selector ON deliveries (selector, id)')
+    // The Go proxy's database (PUSH_TOKEN_DB_PATH pointing at it): its rows, once.
+    const imported = importGoPushTokens(db)
+    if (imported !== undefined) {
+      return `imported ${imported.imported} of ${imported.found} rows of the Go proxy's push_tokens table (left unchanged); they have no Matrix user until the app reports again`
+    }
+  },
 ]
 
-export function migrate(db: Database): { from: number; to: number } {
+export function migrate(db: Database): { from: number; to: number; notes: string[] } {
   const from = (db.query('PRAGMA user_version').get() as { user_version: number }).user_version
   if (from > MIGRATIONS.length) {
     throw new Error(`database schema version ${from} is newer than this release knows (${MIGRATIONS.length}); upgrade matrix2acrobits`)
   }
+  const notes: string[] = []
   for (let version = from; version < MIGRATIONS.length; version++) {
     db.transaction(() => {
-      MIGRATIONS[version]!(db)
+      const note = MIGRATIONS[version]!(db)
+      if (typeof note === 'string') notes.push(note)
       db.run(`PRAGMA user_version = ${version + 1}`)
     }).immediate()
   }
-  return { from, to: MIGRATIONS.length }
+  return { from, to: MIGRATIONS.length, notes }
 }

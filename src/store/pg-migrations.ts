@@ -59,6 +59,21 @@ export const PG_MIGRATIONS: readonly string[] = [
      failed BOOLEAN NOT NULL DEFAULT false
    );
    CREATE INDEX auth_attempts_key ON auth_attempts (key, at);`,
+  // Issue 14. A row without a Matrix user is one imported from the Go proxy's SQLite table (the
+  // import itself is SQLite-only); `migrate-db` may bring such rows here. The delivery journal:
+  // the last outcomes of each account (`tokens show`).
+  `ALTER TABLE registrations ALTER COLUMN matrix_user_id DROP NOT NULL;
+   CREATE TABLE deliveries (
+     id         BIGSERIAL PRIMARY KEY,
+     selector   TEXT NOT NULL,
+     at         BIGINT NOT NULL,
+     event_id   TEXT,
+     outcome    TEXT NOT NULL,
+     pnm_status INTEGER,
+     latency_ms INTEGER NOT NULL,
+     detail     TEXT
+   );
+   CREATE INDEX deliveries_selector ON deliveries (selector, id);`,
 ]
 
 /** Advisory lock keys (pg_advisory_xact_lock(class, key)); the class keeps them apart from other applications'. */

@@ -8,12 +8,12 @@
 import { SQL } from 'bun'
 import { redactPassword } from '../secrets.ts'
 import { LOCK_CLASS, migratePostgres } from './pg-migrations.ts'
-import type { ChangeResult, PusherJob, PusherOp, Registration, TokenStore } from './types.ts'
+import { JOURNAL_ROWS_PER_ACCOUNT, type ChangeResult, type Delivery, type PusherJob, type PusherOp, type Registration, type SharedPusherLookup, type TokenStore } from './types.ts'
 
 interface RegistrationRow {
   selector: string
   username: string | null
-  matrix_user_id: string
+  matrix_user_id: string | null
   token_msgs: string | null
   app_id_msgs: string | null
   token_calls: string | null
@@ -40,13 +40,33 @@ const orUndefined = <T>(v: T | null): T | undefined => (v === null ? undefined :
 const toRegistration = (r: RegistrationRow): Registration => ({
   selector: r.selector,
   username: orUndefined(r.username),
-  matrixUserId: r.matrix_user_id,
+  matrixUserId: orUndefined(r.matrix_user_id),
   tokenMsgs: orUndefined(r.token_msgs),
   appIdMsgs: orUndefined(r.app_id_msgs),
   tokenCalls: orUndefined(r.token_calls),
   appIdCalls: orUndefined(r.app_id_calls),
   createdAt: Number(r.created_at),
   updatedAt: Number(r.updated_at),
+})
+
+interface DeliveryRow {
+  selector: string
+  at: string | number
+  event_id: string | null
+  outcome: string
+  pnm_status: number | null
+  latency_ms: number
+  detail: string | null
+}
+
+const toDelivery = (r: DeliveryRow): Delivery => ({
+  selector: r.selector,
+  at: Number(r.at),
+  eventId: orUndefined(r.event_id),
+  outcome: r.outcome,
+  pnmStatus: orUndefined(r.pnm_status),
+  latencyMs: r.latency_ms,
+  detail: orUndefined(r.detail),
 })
 
 const toJob = (r: JobRow): PusherJob => ({
@@ -120,9 +140,11 @@ export const openPostgresStore = async (url: string, options: PostgresOptions = 
 export function createPostgresStore(sql: SQL): TokenStore {
   type Tx = SQL
 
-  async function queue(tx: Tx, selector: string, ops: PusherOp[], now: number): Promise<PusherJob[]> {
+  async function queue(tx: Tx, changed: string, ops: PusherOp[], now: number): Promise<PusherJob[]> {
     const jobs: PusherJob[] = []
     for (const op of ops) {
+      // A call may be for another account than the changed one (a pusher two accounts share).
+      const selector = op.selector ?? changed
       if (op.action === 'set') {
         // As on SQLite: a new `set` makes every older pending call of its selector pointless,
         // except deletes of other pushers.
@@ -146,6 +168,33 @@ export function createPostgresStore(sql: SQL): TokenStore {
 
   const refused = (previous: Registration): ChangeResult => ({ previous, jobs: [], refused: true, evicted: [] })
 
+  /**
+   * The planner asks synchronously, inside the transaction, for another account of the same user
+   * with the pusher `row` had (plan.ts asks about the row before the change only): read here
+   * beforehand, so the planner's question is answered from memory.
+   */
+  async function sharingFor(tx: Tx, row: Registration | undefined): Promise<SharedPusherLookup> {
+    if (row?.tokenMsgs === undefined || row.appIdMsgs === undefined || row.matrixUserId === undefined) return () => undefined
+    const [other]: RegistrationRow[] = await tx`
+      SELECT * FROM registrations WHERE token_msgs = ${row.tokenMsgs} AND app_id_msgs = ${row.appIdMsgs}
+        AND matrix_user_id = ${row.matrixUserId} AND selector <> ${row.selector}
+      ORDER BY updated_at DESC, selector LIMIT 1`
+    const found = other ? toRegistration(other) : undefined
+    return (userId, appId, pushkey, exceptSelector) => {
+      if (userId !== row.matrixUserId || appId !== row.appIdMsgs || pushkey !== row.tokenMsgs || exceptSelector !== row.selector) {
+        throw new Error('the pusher planner asked about a pusher the PostgreSQL store did not read beforehand')
+      }
+      return found
+    }
+  }
+
+  /** What goes with a removed account: its journal, and its pending `set`s (they would register it again). */
+  async function dropAccount(tx: Tx, selector: string) {
+    await tx`DELETE FROM registrations WHERE selector = ${selector}`
+    await tx`DELETE FROM deliveries WHERE selector = ${selector}`
+    await tx`DELETE FROM pusher_jobs WHERE selector = ${selector} AND action = 'set'`
+  }
+
   return {
     saveRegistration: (input, now, plan, options = {}) =>
       sql.begin(async (tx) => {
@@ -164,7 +213,7 @@ export function createPostgresStore(sql: SQL): TokenStore {
             token_calls = excluded.token_calls, app_id_calls = excluded.app_id_calls,
             updated_at = excluded.updated_at
           RETURNING *`
-        const jobs = await queue(tx, input.selector, plan(previous, toRegistration(nextRow!)), now)
+        const jobs = await queue(tx, input.selector, plan(previous, toRegistration(nextRow!), await sharingFor(tx, previous)), now)
         const evicted: Registration[] = []
         if (options.maxPerUser !== undefined) {
           const [{ n } = { n: 0 }]: { n: number }[] = await tx`SELECT count(*)::int AS n FROM registrations WHERE matrix_user_id = ${input.matrixUserId}`
@@ -174,8 +223,8 @@ export function createPostgresStore(sql: SQL): TokenStore {
               SELECT * FROM registrations WHERE matrix_user_id = ${input.matrixUserId} AND selector <> ${input.selector}
               ORDER BY updated_at, selector LIMIT ${excess}`
             for (const row of rows.map(toRegistration)) {
-              await tx`DELETE FROM registrations WHERE selector = ${row.selector}`
-              jobs.push(...(await queue(tx, row.selector, plan(row, undefined), now)))
+              await dropAccount(tx, row.selector)
+              jobs.push(...(await queue(tx, row.selector, plan(row, undefined, await sharingFor(tx, row)), now)))
               evicted.push(row)
             }
           }
@@ -186,8 +235,8 @@ export function createPostgresStore(sql: SQL): TokenStore {
       sql.begin(async (tx) => {
         const previous = await lockedRow(tx, selector)
         if (previous && guard && !guard(previous)) return refused(previous)
-        if (previous) await tx`DELETE FROM registrations WHERE selector = ${selector}`
-        return { previous, jobs: await queue(tx, selector, plan(previous, undefined), now), refused: false, evicted: [] }
+        if (previous) await dropAccount(tx, selector)
+        return { previous, jobs: await queue(tx, selector, plan(previous, undefined, await sharingFor(tx, previous)), now), refused: false, evicted: [] }
       }),
     getRegistration: async (selector) => {
       const [row]: RegistrationRow[] = await sql`SELECT * FROM registrations WHERE selector = ${selector}`
@@ -200,6 +249,48 @@ export function createPostgresStore(sql: SQL): TokenStore {
         SELECT * FROM registrations WHERE token_msgs = ${pushkey} AND app_id_msgs = ${appId} ORDER BY updated_at DESC LIMIT 1`
       return row ? toRegistration(row) : undefined
     },
+    findBySelector: async (appId, pushkey, selector) => {
+      const [row]: RegistrationRow[] = await sql`
+        SELECT * FROM registrations WHERE selector = ${selector} AND token_msgs = ${pushkey} AND app_id_msgs = ${appId}`
+      return row ? toRegistration(row) : undefined
+    },
+    listByPushkey: async (appId, pushkey) =>
+      ((await sql`SELECT * FROM registrations WHERE token_msgs = ${pushkey} AND app_id_msgs = ${appId} ORDER BY selector`) as RegistrationRow[]).map(toRegistration),
+    recordDeliveries: async (deliveries) => {
+      if (deliveries.length === 0) return
+      await sql.begin(async (tx) => {
+        const selectors = [...new Set(deliveries.map((d) => d.selector))]
+        // Only accounts still stored get rows; FOR SHARE holds off their removal (which deletes
+        // the journal) until these rows are in.
+        const stored = new Set(
+          ((await tx`SELECT selector FROM registrations WHERE selector IN ${tx(selectors)} ORDER BY selector FOR SHARE`) as { selector: string }[]).map((r) => r.selector),
+        )
+        const rows = deliveries
+          .filter((d) => stored.has(d.selector))
+          .map((d) => ({
+            selector: d.selector,
+            at: d.at,
+            event_id: d.eventId ?? null,
+            outcome: d.outcome,
+            pnm_status: d.pnmStatus ?? null,
+            latency_ms: Math.round(d.latencyMs),
+            detail: d.detail ?? null,
+          }))
+        if (rows.length === 0) return
+        await tx`INSERT INTO deliveries ${tx(rows, 'selector', 'at', 'event_id', 'outcome', 'pnm_status', 'latency_ms', 'detail')}`
+        // One statement prunes every account written: each keeps its newest rows.
+        await tx`
+          DELETE FROM deliveries d USING (
+            SELECT id, row_number() OVER (PARTITION BY selector ORDER BY id DESC) AS n
+            FROM deliveries WHERE selector IN ${tx([...stored])}
+          ) old
+          WHERE d.id = old.id AND old.n > ${JOURNAL_ROWS_PER_ACCOUNT}`
+      })
+    },
+    deliveries: async (selector) =>
+      ((await sql`SELECT * FROM deliveries WHERE selector = ${selector} ORDER BY id DESC LIMIT ${JOURNAL_ROWS_PER_ACCOUNT}`) as DeliveryRow[]).map(toDelivery),
+    // The Go proxy's table is imported on SQLite only (its database was a SQLite file).
+    migrationNotes: async () => [],
     forgetPushkey: async (appId, pushkey, now) =>
       (await sql`UPDATE registrations SET token_msgs = NULL, app_id_msgs = NULL, updated_at = ${now}
                  WHERE token_msgs = ${pushkey} AND app_id_msgs = ${appId}`).count,

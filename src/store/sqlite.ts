@@ -6,12 +6,12 @@ import { Database, type Statement } from 'bun:sqlite'
 import { accessSync, closeSync, constants, mkdirSync, openSync, chmodSync, existsSync } from 'node:fs'
 import { basename, dirname } from 'node:path'
 import { migrate } from './migrations.ts'
-import type { ChangeGuard, PusherJob, PusherOp, PusherPlanner, Registration, RegistrationInput, SaveOptions, SyncTokenStore, TokenStore } from './types.ts'
+import { JOURNAL_ROWS_PER_ACCOUNT, type ChangeGuard, type Delivery, type PusherJob, type PusherOp, type PusherPlanner, type Registration, type RegistrationInput, type SaveOptions, type SharedPusherLookup, type SyncTokenStore, type TokenStore } from './types.ts'
 
 interface RegistrationRow {
   selector: string
   username: string | null
-  matrix_user_id: string
+  matrix_user_id: string | null
   token_msgs: string | null
   app_id_msgs: string | null
   token_calls: string | null
@@ -37,13 +37,33 @@ const orUndefined = <T>(v: T | null): T | undefined => (v === null ? undefined :
 const toRegistration = (r: RegistrationRow): Registration => ({
   selector: r.selector,
   username: orUndefined(r.username),
-  matrixUserId: r.matrix_user_id,
+  matrixUserId: orUndefined(r.matrix_user_id),
   tokenMsgs: orUndefined(r.token_msgs),
   appIdMsgs: orUndefined(r.app_id_msgs),
   tokenCalls: orUndefined(r.token_calls),
   appIdCalls: orUndefined(r.app_id_calls),
   createdAt: r.created_at,
   updatedAt: r.updated_at,
+})
+
+interface DeliveryRow {
+  selector: string
+  at: number
+  event_id: string | null
+  outcome: string
+  pnm_status: number | null
+  latency_ms: number
+  detail: string | null
+}
+
+const toDelivery = (r: DeliveryRow): Delivery => ({
+  selector: r.selector,
+  at: r.at,
+  eventId: orUndefined(r.event_id),
+  outcome: r.outcome,
+  pnmStatus: orUndefined(r.pnm_status),
+  latencyMs: r.latency_ms,
+  detail: orUndefined(r.detail),
 })
 
 const toJob = (r: JobRow): PusherJob => ({
@@ -77,7 +97,7 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
   // with a million tokens (the lookup grew to 10-14 µs there with the default). Only pages read
   // are held, so a small database costs no more.
   db.run('PRAGMA cache_size = -16384')
-  migrate(db)
+  const { notes } = migrate(db)
 
   const q = {
     get: db.prepare<RegistrationRow, [string]>('SELECT * FROM registrations WHERE selector = ?'),
@@ -100,6 +120,25 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
     byPushkey: db.prepare<RegistrationRow, [string, string]>(
       'SELECT * FROM registrations WHERE token_msgs = ? AND app_id_msgs = ? ORDER BY updated_at DESC LIMIT 1',
     ),
+    sharing: db.prepare<RegistrationRow, [string, string, string, string]>(
+      'SELECT * FROM registrations WHERE token_msgs = ? AND app_id_msgs = ? AND matrix_user_id = ? AND selector <> ? ORDER BY updated_at DESC, selector LIMIT 1',
+    ),
+    // Every account of one phone's token (the pusher migration); the lookup above wants one row.
+    allByPushkey: db.prepare<RegistrationRow, [string, string]>('SELECT * FROM registrations WHERE token_msgs = ? AND app_id_msgs = ?'),
+    bySelector: db.prepare<RegistrationRow, [string, string, string]>(
+      'SELECT * FROM registrations WHERE selector = ? AND token_msgs = ? AND app_id_msgs = ?',
+    ),
+    // Only accounts that are still stored get journal rows (a removal may race a notification).
+    insertDelivery: db.prepare<null, [string, number, string | null, string, number | null, number, string | null, string]>(`
+      INSERT INTO deliveries (selector, at, event_id, outcome, pnm_status, latency_ms, detail)
+      SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM registrations WHERE selector = ?)`),
+    pruneDeliveries: db.prepare<null, [string]>(`
+      DELETE FROM deliveries WHERE selector = ?1 AND id <= (
+        SELECT id FROM deliveries WHERE selector = ?1 ORDER BY id DESC LIMIT 1 OFFSET ${JOURNAL_ROWS_PER_ACCOUNT})`),
+    deleteDeliveries: db.prepare<null, [string]>('DELETE FROM deliveries WHERE selector = ?'),
+    deliveries: db.prepare<DeliveryRow, [string]>(
+      `SELECT * FROM deliveries WHERE selector = ? ORDER BY id DESC LIMIT ${JOURNAL_ROWS_PER_ACCOUNT}`,
+    ),
     forget: db.prepare<null, [number, string, string]>(
       'UPDATE registrations SET token_msgs = NULL, app_id_msgs = NULL, updated_at = ? WHERE token_msgs = ? AND app_id_msgs = ?',
     ),
@@ -108,6 +147,9 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
     supersede: db.prepare<null, Record<string, string>>(`
       DELETE FROM pusher_jobs WHERE selector = $selector
         AND (action = 'set' OR (user_id = $user_id AND app_id = $app_id AND pushkey = $pushkey))`),
+    // A removed account's pending `set`s would register its pusher again after its removal (or
+    // name it in a pusher it shared with another account of the same user).
+    dropSets: db.prepare<null, [string]>("DELETE FROM pusher_jobs WHERE selector = ? AND action = 'set'"),
     insertJob: db.prepare<JobRow, Record<string, string | number>>(`
       INSERT INTO pusher_jobs (selector, action, user_id, app_id, pushkey, next_attempt_at, created_at)
       VALUES ($selector, $action, $user_id, $app_id, $pushkey, $now, $now) RETURNING *`),
@@ -137,8 +179,9 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
     pendingCount: db.prepare<{ n: number }, []>('SELECT count(*) AS n FROM pusher_jobs'),
   }
 
-  const queue = (selector: string, ops: PusherOp[], now: number): PusherJob[] =>
+  const queue = (changed: string, ops: PusherOp[], now: number): PusherJob[] =>
     ops.map((op) => {
+      const selector = op.selector ?? changed
       if (op.action === 'set') {
         q.supersede.run({ selector, user_id: op.userId, app_id: op.appId, pushkey: op.pushkey })
       }
@@ -146,6 +189,11 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
         q.insertJob.get({ selector, action: op.action, user_id: op.userId, app_id: op.appId, pushkey: op.pushkey, now })!,
       )
     })
+
+  const sharing: SharedPusherLookup = (userId, appId, pushkey, exceptSelector) => {
+    const row = q.sharing.get(pushkey, appId, userId, exceptSelector)
+    return row ? toRegistration(row) : undefined
+  }
 
   const get = (selector: string) => {
     const row = q.get.get(selector)
@@ -166,14 +214,16 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
       now,
     })
     const next = get(input.selector)!
-    const jobs = queue(input.selector, plan(previous, next), now)
+    const jobs = queue(input.selector, plan(previous, next, sharing), now)
     const evicted: Registration[] = []
     if (options.maxPerUser !== undefined) {
       const excess = q.countOfUser.get(input.matrixUserId)!.n - options.maxPerUser
       if (excess > 0) {
         for (const row of q.oldestOfUser.all(input.matrixUserId, input.selector, excess).map(toRegistration)) {
           q.delete.run(row.selector)
-          jobs.push(...queue(row.selector, plan(row, undefined), now))
+          q.deleteDeliveries.run(row.selector)
+          q.dropSets.run(row.selector)
+          jobs.push(...queue(row.selector, plan(row, undefined, sharing), now))
           evicted.push(row)
         }
       }
@@ -184,10 +234,35 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
   const remove = db.transaction((selector: string, now: number, plan: PusherPlanner, guard?: ChangeGuard) => {
     const previous = get(selector)
     if (previous && guard && !guard(previous)) return { previous, jobs: [], refused: true, evicted: [] }
-    if (previous) q.delete.run(selector)
-    return { previous, jobs: queue(selector, plan(previous, undefined), now), refused: false, evicted: [] }
+    if (previous) {
+      q.delete.run(selector)
+      q.deleteDeliveries.run(selector)
+      q.dropSets.run(selector)
+    }
+    return { previous, jobs: queue(selector, plan(previous, undefined, sharing), now), refused: false, evicted: [] }
   })
 
+
+  // Rows written per account since its journal was last pruned. Pruning walks the account's newest
+  // JOURNAL_ROWS_PER_ACCOUNT index entries, so it runs when PRUNE_EVERY rows have arrived (or the
+  // first time this connection writes for the account), not on every write: the journal briefly
+  // holds up to PRUNE_EVERY extra rows, which `deliveries` never returns.
+  const sincePrune = new Map<string, number>()
+  const PRUNE_EVERY = 10
+  const record = db.transaction((deliveries: readonly Delivery[]) => {
+    const touched = new Set<string>()
+    for (const d of deliveries) {
+      if (q.insertDelivery.run(d.selector, d.at, d.eventId ?? null, d.outcome, d.pnmStatus ?? null, Math.round(d.latencyMs), d.detail ?? null, d.selector).changes > 0) touched.add(d.selector)
+      const n = sincePrune.get(d.selector)
+      sincePrune.set(d.selector, n === undefined ? PRUNE_EVERY : n + 1)
+    }
+    for (const selector of touched) {
+      if (sincePrune.get(selector)! < PRUNE_EVERY) continue
+      q.pruneDeliveries.run(selector)
+      sincePrune.set(selector, 0)
+    }
+    if (sincePrune.size > 100_000) sincePrune.clear()
+  })
 
   return {
     saveRegistration: (input, now, plan, options = {}) => save.immediate(input, now, plan, options),
@@ -199,6 +274,14 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
       const row = q.byPushkey.get(pushkey, appId)
       return row ? toRegistration(row) : undefined
     },
+    findBySelector: (appId, pushkey, selector) => {
+      const row = q.bySelector.get(selector, pushkey, appId)
+      return row ? toRegistration(row) : undefined
+    },
+    listByPushkey: (appId, pushkey) => q.allByPushkey.all(pushkey, appId).map(toRegistration),
+    recordDeliveries: (deliveries) => record.immediate(deliveries),
+    deliveries: (selector) => q.deliveries.all(selector).map(toDelivery),
+    migrationNotes: () => notes,
     forgetPushkey: (appId, pushkey, now) => q.forget.run(now, pushkey, appId).changes,
     dueSelectors: (now, limit) => q.dueSelectors.all(now, limit).map((r) => r.selector),
     claimNextJob: (selector, now, leaseMs) =>
@@ -311,6 +394,11 @@ export function openSqliteStore(path: string, options: { busyTimeoutMs?: number 
     listRegistrations: guarded('listRegistrations'),
     countRegistrations: guarded('countRegistrations'),
     findByPushkey: guarded('findByPushkey'),
+    findBySelector: guarded('findBySelector'),
+    listByPushkey: guarded('listByPushkey'),
+    recordDeliveries: guarded('recordDeliveries'),
+    deliveries: guarded('deliveries'),
+    migrationNotes: guarded('migrationNotes'),
     forgetPushkey: guarded('forgetPushkey'),
     dueSelectors: guarded('dueSelectors'),
     claimNextJob: guarded('claimNextJob'),

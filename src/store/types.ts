@@ -6,7 +6,11 @@
 export interface Registration {
   readonly selector: string
   readonly username?: string
-  readonly matrixUserId: string
+  /**
+   * Undefined only for a row imported from the Go proxy's table, which never knew the Matrix
+   * user: the app's next report fills it in (store/go-import.ts).
+   */
+  readonly matrixUserId?: string
   readonly tokenMsgs?: string
   readonly appIdMsgs?: string
   readonly tokenCalls?: string
@@ -15,13 +19,36 @@ export interface Registration {
   readonly updatedAt: number
 }
 
-export type RegistrationInput = Omit<Registration, 'createdAt' | 'updatedAt'>
+export type RegistrationInput = Omit<Registration, 'createdAt' | 'updatedAt' | 'matrixUserId'> & { readonly matrixUserId: string }
+
+/** One outcome of one notification for one account: the delivery journal (`tokens show`). */
+export interface Delivery {
+  readonly selector: string
+  /** When the outcome was known, ms since the epoch. */
+  readonly at: number
+  readonly eventId?: string
+  readonly outcome: string
+  /** HTTP status of the PNM's last answer; undefined when none came (or none was asked). */
+  readonly pnmStatus?: number
+  /** From the notification's arrival to its outcome. */
+  readonly latencyMs: number
+  /** Why, when it was not delivered: the PNM's answer or the failure, never message text. */
+  readonly detail?: string
+}
+
+/** Rows of the delivery journal kept per account; older ones are pruned as new ones arrive. */
+export const JOURNAL_ROWS_PER_ACCOUNT = 50
 
 export interface PusherOp {
   readonly action: 'set' | 'delete'
   readonly userId: string
   readonly appId: string
   readonly pushkey: string
+  /**
+   * The account the call is for (its selector goes into the pusher's data, and the call is queued
+   * behind that account's others); the changed account when unset.
+   */
+  readonly selector?: string
 }
 
 export interface PusherJob extends PusherOp {
@@ -32,8 +59,14 @@ export interface PusherJob extends PusherOp {
   readonly lastError?: string
 }
 
+/**
+ * Another account of the same Matrix user with the same message token (two accounts of one user
+ * on one phone share one Synapse pusher), the most recently reported; asked inside the transaction.
+ */
+export type SharedPusherLookup = (userId: string, appId: string, pushkey: string, exceptSelector: string) => Registration | undefined
+
 /** Decides, from the row before and after a change, which pusher calls it owes. */
-export type PusherPlanner = (previous: Registration | undefined, next: Registration | undefined) => PusherOp[]
+export type PusherPlanner = (previous: Registration | undefined, next: Registration | undefined, sharing?: SharedPusherLookup) => PusherOp[]
 
 /**
  * Whether a change may touch the row stored before it (the account's owner, say). Asked inside the
@@ -74,6 +107,19 @@ export interface TokenStore {
   countRegistrations(): Promise<number>
   /** The most recently updated account whose message token is this pushkey for this app. */
   findByPushkey(appId: string, pushkey: string): Promise<Registration | undefined>
+  /** The account `selector` if its message token is this pushkey for this app. */
+  findBySelector(appId: string, pushkey: string, selector: string): Promise<Registration | undefined>
+  /** Every account whose message token is this pushkey for this app (one phone, several accounts). */
+  listByPushkey(appId: string, pushkey: string): Promise<Registration[]>
+  /**
+   * Appends outcomes to the delivery journal in one transaction, keeping the newest
+   * JOURNAL_ROWS_PER_ACCOUNT of each account; outcomes of accounts no longer stored are dropped.
+   */
+  recordDeliveries(deliveries: readonly Delivery[]): Promise<void>
+  /** The account's journal, newest first. */
+  deliveries(selector: string): Promise<Delivery[]>
+  /** What the schema upgrades of this opening did that an operator should hear of (an import). */
+  migrationNotes(): Promise<string[]>
   /** Forgets a message token the PNM no longer knows; returns the rows changed. */
   forgetPushkey(appId: string, pushkey: string, now: number): Promise<number>
   /** Accounts whose oldest pending job is due and not being worked on. */

@@ -82,6 +82,12 @@ describe('check', () => {
     expect(synapse.requests.length).toBe(before)
   })
 
+  test('AUTH_MODE=ext without EXT_AUTH_URL is incomplete: exit 2, naming it', async () => {
+    const r = await runCommand(['check'], env({ AUTH_MODE: 'ext' }))
+    expect(r.exitCode).toBe(2)
+    expect(r.stdout).toContain('EXT_AUTH_URL is not set (AUTH_MODE=ext)')
+  })
+
   test('a token the homeserver does not know: exit 1, pointing at app_service_config_files', async () => {
     const r = await runCommand(['check'], env({ MATRIX_AS_TOKEN: 'not-the-token' }))
     expect(r.exitCode).toBe(1)

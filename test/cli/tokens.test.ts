@@ -192,7 +192,8 @@ describe('pushers sync', () => {
       ['@bob:example.org', BOB_TOKEN],
     ])
     for (const call of calls) {
-      expect(call.body).toMatchObject({ kind: 'http', app_id: APP_ID, append: false, data: { url: 'https://push.example.org/_matrix/push/v1/notify', format: 'event_id_only' } })
+      expect(call.body).toMatchObject({ kind: 'http', app_id: APP_ID, append: true, data: { url: 'https://push.example.org/_matrix/push/v1/notify', format: 'event_id_only' } })
+      expect(call.body.data.selector).toBe(call.query.user_id === '@alice:example.org' ? SELECTOR : BOB_SELECTOR)
     }
     await withStore(async (store) => {
       expect(await store.listRegistrations()).toEqual(rowsBefore)

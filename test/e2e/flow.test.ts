@@ -160,7 +160,7 @@ describe('the executable', () => {
     })
     const goneAnswer = (await gone.json()) as { rejected: string[] }
     expect(goneAnswer).toEqual({ rejected: [TOKEN] })
-    synapse.applyRejections(APP_ID, goneAnswer.rejected)
+    synapse.applyRejections('@alice:example.org', APP_ID, goneAnswer.rejected)
 
     // A new token and a removal report: old pusher deleted, new one set, then all removed.
     const newToken = 'fresh-device-token-2'

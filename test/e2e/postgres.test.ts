@@ -10,6 +10,7 @@ import { startFakePnm } from '../fakes/pnm.ts'
 import { startFakeSynapse } from '../fakes/synapse.ts'
 import { APP_ID, SELECTOR, TOKEN, readAnswer } from '../harness.ts'
 import { createTestSchema, pgSkipped, type TestSchema } from '../pg.ts'
+import { PG_MIGRATIONS } from '../../src/store/pg-migrations.ts'
 import { startBinary, type RunningBinary } from './binary.ts'
 
 const PASSWORD = 'pg-Pa55word-never-printed'
@@ -108,12 +109,21 @@ describe.skipIf(pgSkipped())('the executable on PostgreSQL', () => {
     expect((await fetch(`${binary.url}/ready`)).status).toBe(200)
 
     const check = await runCommand(['check'], env(withPassword(s.url)))
-    expect(check.stdout).toContain('schema current (version 1)')
+    expect(check.stdout).toContain(`schema current (version ${PG_MIGRATIONS.length})`)
     expect(check.stdout).toMatch(/is writable: 1 accounts, \d+ pusher calls pending/)
     expect(check.exitCode).toBe(0)
     const list = await runCommand(['tokens', 'list', '--json'], env(withPassword(s.url)))
     expect(JSON.parse(list.stdout).map((r: { selector: string }) => r.selector)).toEqual([SELECTOR])
     expect(binary.lines.join('\n') + check.stdout + check.stderr + list.stderr).not.toContain(PASSWORD)
     expect(await binary.stop()).toBe(0)
+
+    // The delivery journal is in the database (written at the latest at shutdown), and push-test
+    // reads the account from it.
+    const show = await runCommand(['tokens', 'show', SELECTOR, '--json'], env(withPassword(s.url)))
+    expect(show.exitCode).toBe(0)
+    expect(JSON.parse(show.stdout).deliveries).toEqual([expect.objectContaining({ event_id: '$e1', outcome: 'delivered', pnm_status: 200 })])
+    const pushTest = await runCommand(['push-test', SELECTOR], env(withPassword(s.url)))
+    expect(pushTest.exitCode).toBe(0)
+    expect(pnm.bodies().at(-1)).toMatchObject({ verb: 'NotifyGenericTextMessage', Selector: SELECTOR, Message: 'Test from matrix2acrobits' })
   })
 })

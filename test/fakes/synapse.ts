@@ -1,10 +1,14 @@
 /**
  * A fake Synapse on 127.0.0.1, faithful to what the proxy relies on (FIELD-GUIDE §2, §7): password
  * login and logout, pushers/set through an application service (namespace and registration checks,
- * append: false semantics, kind: null deletes, the url path check), and whoami; rooms acting as a
- * user (test/fakes/rooms.ts) and the application-service feed: every event it creates is PUT to
- * the proxy in transactions (test/fakes/appservice-sender.ts), and the client-side ping calls the
- * proxy's ping route. It records every request; `override` makes it misbehave on purpose.
+ * one pusher per (user, app_id, pushkey) whose data a new set replaces; append: false also removes
+ * other users' pushers of that app_id + pushkey, append: true leaves them; kind: null deletes the
+ * acting user's pusher only; the url path check), and whoami. `push` sends an event to a user's
+ * pushers as Synapse's HTTP pusher does (FIELD-GUIDE §3: `data` minus `url` echoed, one device per
+ * request) and, like Synapse, deletes only that user's pusher for a rejected pushkey. Rooms acting
+ * as a user (test/fakes/rooms.ts) and the application-service feed: every event it creates is PUT
+ * to the proxy in transactions (test/fakes/appservice-sender.ts), and the client-side ping calls
+ * the proxy's ping route. It records every request; `override` makes it misbehave on purpose.
  */
 import { createAppserviceSender, type SenderOptions, type Target } from './appservice-sender.ts'
 import { createRoomModel, FakeMatrixError } from './rooms.ts'
@@ -26,6 +30,24 @@ export interface Pusher {
   device_display_name: string
   lang: string
   data: Record<string, unknown>
+}
+
+/** An event as `push` sends it; the notification's shape follows the pusher's data.format. */
+export interface PushEvent {
+  event_id: string
+  room_id?: string
+  type?: string
+  sender?: string
+  sender_display_name?: string
+  content?: Record<string, unknown>
+  unread?: number
+  prio?: 'high' | 'low'
+}
+
+export interface PushResult {
+  pusher: Pusher
+  status: number
+  body: any
 }
 
 export type Override = (req: Recorded) => Response | undefined | Promise<Response | undefined>
@@ -140,8 +162,10 @@ export function startFakeSynapse(options: FakeSynapseOptions = {}) {
       }
       if (Buffer.byteLength(b.pushkey) > 512) return json(400, { errcode: 'M_INVALID_PARAM', error: 'pushkey too long' })
       if (String(b.app_id).length > 64) return json(400, { errcode: 'M_INVALID_PARAM', error: 'app_id too long' })
-      if (!b.append) pushers = pushers.filter((p) => !(p.app_id === b.app_id && p.pushkey === b.pushkey))
-      else pushers = pushers.filter((p) => !(p.user_id === user && p.app_id === b.app_id && p.pushkey === b.pushkey))
+      // synapse/rest/client/pusher.py: without append, other users' pushers of this app_id +
+      // pushkey go; then the pusher is upserted on (app_id, pushkey, user).
+      if (!b.append) pushers = pushers.filter((p) => !(p.app_id === b.app_id && p.pushkey === b.pushkey && p.user_id !== user))
+      pushers = pushers.filter((p) => !(p.user_id === user && p.app_id === b.app_id && p.pushkey === b.pushkey))
       pushers.push({ user_id: user, kind: b.kind, app_id: b.app_id, pushkey: b.pushkey, app_display_name: b.app_display_name, device_display_name: b.device_display_name, lang: b.lang, data: b.data })
       return json(200, {})
     }
@@ -302,9 +326,58 @@ export function startFakeSynapse(options: FakeSynapseOptions = {}) {
     calls: (path: string) => requests.filter((r) => r.path === path),
     pusherCalls: () => requests.filter((r) => r.path === '/_matrix/client/v3/pushers/set'),
     pushers: () => pushers,
-    /** What Synapse does with the `rejected` list of a notify answer: it deletes those pushers. */
-    applyRejections: (appId: string, rejected: string[]) => {
-      pushers = pushers.filter((p) => !(p.app_id === appId && rejected.includes(p.pushkey)))
+    /**
+     * What Synapse does with the `rejected` list of one user's pusher's notify answer: it deletes
+     * that user's pusher for the pushkey (synapse/push/httppusher.py: remove_pusher(app_id, pk, user_id)).
+     */
+    applyRejections: (userId: string, appId: string, rejected: string[]) => {
+      pushers = pushers.filter((p) => !(p.user_id === userId && p.app_id === appId && rejected.includes(p.pushkey)))
+    },
+    /**
+     * Sends `event` to every pusher of `userId` as Synapse does: POST to data.url (its origin
+     * replaced by `gateway` when given: the proxy under test listens elsewhere than PROXY_URL),
+     * `data` minus `url` in the device, full or event_id_only by data.format; a rejected pushkey
+     * deletes that pusher. `send` replaces fetch (tests driving the app through app.handle).
+     */
+    push: async (userId: string, event: PushEvent, options: { gateway?: string; send?: (url: string, body: unknown) => Promise<Response> } = {}) => {
+      const results: PushResult[] = []
+      for (const pusher of pushers.filter((p) => p.user_id === userId)) {
+        const { url, ...dataMinusUrl } = pusher.data as { url: string } & Record<string, unknown>
+        const target = options.gateway ? options.gateway.replace(/\/+$/, '') + new URL(url).pathname : url
+        const device: Record<string, unknown> = { app_id: pusher.app_id, pushkey: pusher.pushkey, pushkey_ts: 1_700_000_000, data: dataMinusUrl }
+        const counts = { unread: event.unread ?? 1 }
+        const notification =
+          dataMinusUrl.format === 'event_id_only'
+            ? { event_id: event.event_id, room_id: event.room_id ?? '!room:' + serverName, prio: event.prio ?? 'high', counts, devices: [device] }
+            : {
+                id: event.event_id,
+                event_id: event.event_id,
+                room_id: event.room_id ?? '!room:' + serverName,
+                type: event.type ?? 'm.room.message',
+                sender: event.sender ?? '@someone:' + serverName,
+                sender_display_name: event.sender_display_name ?? 'Someone',
+                prio: event.prio ?? 'high',
+                content: event.content ?? { msgtype: 'm.text', body: 'Hello' },
+                counts,
+                devices: [{ ...device, tweaks: { highlight: false, sound: 'default' } }],
+              }
+        const body = { notification }
+        const response = options.send
+          ? await options.send(target, body)
+          : await fetch(target, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+        const text = await response.text()
+        let parsed: any
+        try {
+          parsed = JSON.parse(text)
+        } catch {
+          parsed = text
+        }
+        if (response.ok && Array.isArray(parsed?.rejected) && parsed.rejected.includes(pusher.pushkey)) {
+          pushers = pushers.filter((p) => !(p.user_id === pusher.user_id && p.app_id === pusher.app_id && p.pushkey === pusher.pushkey))
+        }
+        results.push({ pusher, status: response.status, body: parsed })
+      }
+      return results
     },
     addUser: (localpart: string, password: string, displayName?: string) => {
       users.set(localpart, password)

@@ -189,7 +189,7 @@ describe('one slow token', () => {
     const h = await twoAccounts()
     h.pnm.behave(TOKEN, { kind: 'sequence', steps: [{ kind: 'status', status: 500 }] })
     const body = notification('$multi', APP_ID, TOKEN)
-    body.devices.push({ ...body.devices[0]!, pushkey: TOKEN_2 })
+    body.devices.push({ ...body.devices[0]!, pushkey: TOKEN_2, data: { selector: SELECTOR_2 } })
     const first = await h.notify(body)
     expect(first.status).toBe(502)
     h.pnm.behave(TOKEN, { kind: 'ok' })

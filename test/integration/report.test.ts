@@ -193,7 +193,7 @@ describe('POST /api/client/push_token_report', () => {
   test('PUSHER_FORMAT=full sends no format key', async () => {
     h = await startHarness({ env: { PUSHER_FORMAT: 'full' } })
     await h.report(report())
-    expect(h.synapse.pusherCalls()[0]!.body.data).toEqual({ url: 'https://push.example.org/_matrix/push/v1/notify' })
+    expect(h.synapse.pusherCalls()[0]!.body.data).toEqual({ url: 'https://push.example.org/_matrix/push/v1/notify', selector: SELECTOR })
   })
 
   test('a failed pusher registration keeps the token, answers 200, logs the errcode and retries', async () => {
@@ -241,11 +241,15 @@ describe('POST /api/client/push_token_report', () => {
     expect(res.json.error).toContain('MATRIX_HOMESERVER_URL')
   })
 
-  test('one device token follows the account that reported it last (append: false)', async () => {
+  test('two accounts of two users on one device token keep a pusher each (append: true, selector in data)', async () => {
     h = await startHarness()
     await h.report(report())
     await h.report({ selector: 'BOBSEL:1', token_msgs: TOKEN, app_id_msgs: APP_ID, username: 'bob', password: 'bob-password' })
-    expect(h.synapse.pushers().map((p) => p.user_id)).toEqual(['@bob:example.org'])
+    expect(h.synapse.pusherCalls().map((c) => c.body.append)).toEqual([true, true])
+    expect(h.synapse.pushers().map((p) => [p.user_id, p.pushkey, p.data.selector])).toEqual([
+      ['@alice:example.org', TOKEN, SELECTOR],
+      ['@bob:example.org', TOKEN, 'BOBSEL:1'],
+    ])
   })
 })
 

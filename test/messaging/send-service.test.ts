@@ -6,7 +6,7 @@ import { afterAll, beforeEach, describe, expect, test } from 'bun:test'
 import { Database } from 'bun:sqlite'
 import pino from 'pino'
 import { AppError } from '../../src/errors.ts'
-import { createPasswordVerifier } from '../../src/matrix/auth.ts'
+import { createPasswordVerifier, matrixPasswordBackend } from '../../src/matrix/auth.ts'
 import { createMatrixClient } from '../../src/matrix/client.ts'
 import type { ClientEvent } from '../../src/matrix/event.ts'
 import { createMetrics } from '../../src/metrics.ts'
@@ -62,7 +62,7 @@ afterAll(() => db?.close())
 
 function service(over: Partial<SendDeps> & { timeoutMs?: number } = {}) {
   const matrix = createMatrixClient({ homeserverUrl: synapse.url, asToken: synapse.asToken, timeoutMs: over.timeoutMs ?? 5000 })
-  const verifier = createPasswordVerifier({ matrix, log, metrics: createMetrics(), now: Date.now, serverName: 'example.org', limits: { failuresPerPair: 100, failuresPerUser: 100, checksPerAddress: 1000, maxInflight: 100 } })
+  const verifier = createPasswordVerifier({ backend: matrixPasswordBackend({ matrix, log, serverName: 'example.org' }), log, metrics: createMetrics(), now: Date.now, limits: { failuresPerPair: 100, failuresPerUser: 100, checksPerAddress: 1000, maxInflight: 100 } })
   const enrolledByService: string[] = []
   const s = createSendService({
     matrix,

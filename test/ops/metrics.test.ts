@@ -7,7 +7,9 @@ let h: Harness
 afterEach(async () => h?.close())
 
 const creds = { username: 'alice', password: 'alice-password' }
-const device = (pushkey = TOKEN) => ({ app_id: APP_ID, pushkey, pushkey_ts: 1_700_000_000, data: { format: 'event_id_only' } })
+const BOB_SELECTOR = 'AAAA0E0E6E553673C54F29105A0647204C416A2A:00000001'
+/** A device as Synapse sends it for the pushers this service registers (data.selector echoed). */
+const device = (pushkey = TOKEN) => ({ app_id: APP_ID, pushkey, pushkey_ts: 1_700_000_000, data: { format: 'event_id_only', selector: pushkey === TOKEN ? SELECTOR : BOB_SELECTOR } })
 
 /** `name{labels} value` lines of the Prometheus text format, as a map. */
 function samples(text: string): Map<string, number> {
@@ -37,7 +39,7 @@ describe('/metrics', () => {
     await h.notify({ event_id: '$a', room_id: '!r:example.org', prio: 'high', counts: { unread: 1 }, devices: [device()] })
     await h.notify({ event_id: '$a', room_id: '!r:example.org', prio: 'high', counts: { unread: 1 }, devices: [device()] })
     await h.notify({ id: '', type: null, sender: '', counts: { unread: 0 }, devices: [device()] })
-    await h.report({ selector: 'AAAA0E0E6E553673C54F29105A0647204C416A2A:00000001', token_msgs: 'gone-token', app_id_msgs: APP_ID, username: 'bob', password: 'bob-password' })
+    await h.report({ selector: BOB_SELECTOR, token_msgs: 'gone-token', app_id_msgs: APP_ID, username: 'bob', password: 'bob-password' })
     h.pnm.forget('gone-token')
     await h.notify({ event_id: '$b', room_id: '!r:example.org', devices: [device('gone-token')] })
     h.pnm.behave(TOKEN, { kind: 'status', status: 503 })

@@ -3,7 +3,7 @@
  * selectors and tokens: no user's row or pusher is changed or removed by another user's request.
  * The one exception is the issue's own: a request that carries a message token is the device that
  * holds it, so a report with token T may move another user's row whose current token is T, and
- * registering T moves T's pusher (Synapse's append: false).
+ * moving that row deletes its pusher of T (the other users keep theirs: append: true).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import fc from 'fast-check'
@@ -38,7 +38,7 @@ describe('ownership', () => {
         const token = (t: string) => `token-${r}-${t}`
         const mine = (user: string) => user.endsWith(`${r}:example.org`)
         const state = async () => ({
-          rows: new Map((await h.store.listRegistrations()).filter((x) => mine(x.matrixUserId)).map((x) => [x.selector, x])),
+          rows: new Map((await h.store.listRegistrations()).filter((x) => mine(x.matrixUserId ?? '')).map((x) => [x.selector, x])),
           pushers: h.synapse.pushers().filter((p) => mine(p.user_id)).map((p) => ({ ...p })),
         })
         const key = (p: Pusher) => `${p.user_id} ${p.app_id} ${p.pushkey}`

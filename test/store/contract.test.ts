@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { planPusherCalls } from '../../src/report/plan.ts'
 import { openPostgresStore } from '../../src/store/postgres.ts'
 import { openSqliteStore } from '../../src/store/sqlite.ts'
-import type { RegistrationInput, TokenStore } from '../../src/store/types.ts'
+import { JOURNAL_ROWS_PER_ACCOUNT, type RegistrationInput, type TokenStore } from '../../src/store/types.ts'
 import { tempDir } from '../harness.ts'
 import { createTestSchema, pgSkipped } from '../pg.ts'
 
@@ -194,8 +194,68 @@ for (const engine of engines) {
       )
       expect(results.filter((r) => !r.refused)).toHaveLength(1)
       const owner = (await store.getRegistration('S1'))!
-      expect(results.find((r) => !r.refused)!.jobs[0]!.userId).toBe(owner.matrixUserId)
-      expect((await store.pendingJobs()).map((j) => j.userId)).toEqual([owner.matrixUserId])
+      expect(results.find((r) => !r.refused)!.jobs[0]!.userId).toBe(owner.matrixUserId!)
+      expect((await store.pendingJobs()).map((j) => j.userId)).toEqual([owner.matrixUserId!])
+    })
+
+    test('several accounts on one token: findBySelector names one, listByPushkey lists all, findByPushkey the newest', async () => {
+      await store.saveRegistration(row('S1', 'alice', 'tok-1'), 1_000, none)
+      await store.saveRegistration(row('S2', 'bob', 'tok-1'), 2_000, none)
+      await store.saveRegistration(row('S3', 'carol', 'tok-2'), 3_000, none)
+      expect((await store.findBySelector(APP, 'tok-1', 'S1'))?.matrixUserId).toBe('@alice:example.org')
+      expect((await store.findBySelector(APP, 'tok-1', 'S2'))?.matrixUserId).toBe('@bob:example.org')
+      // The selector must still have this token (and app): a stale pusher finds nothing.
+      expect(await store.findBySelector(APP, 'tok-1', 'S3')).toBeUndefined()
+      expect(await store.findBySelector('other.app', 'tok-1', 'S1')).toBeUndefined()
+      expect((await store.listByPushkey(APP, 'tok-1')).map((r) => r.selector).sort()).toEqual(['S1', 'S2'])
+      expect(await store.listByPushkey(APP, 'tok-9')).toEqual([])
+      expect((await store.findByPushkey(APP, 'tok-1'))?.selector).toBe('S2')
+    })
+
+    test("removing one of two accounts of one user on one token moves the shared pusher to the other instead of deleting it", async () => {
+      await store.saveRegistration(row('S1', 'alice', 'tok-1'), 1_000, none)
+      await store.saveRegistration(row('S2', 'alice', 'tok-1'), 2_000, none)
+      const removed = await store.removeRegistration('S2', 3_000, plan)
+      expect(removed.jobs.map((j) => ({ action: j.action, selector: j.selector, userId: j.userId, pushkey: j.pushkey }))).toEqual([
+        { action: 'set', selector: 'S1', userId: '@alice:example.org', pushkey: 'tok-1' },
+      ])
+      // The last account of that pusher goes: now it is deleted, and S1's pending set with it.
+      const last = await store.removeRegistration('S1', 4_000, plan)
+      expect(last.jobs.map((j) => [j.action, j.selector])).toEqual([['delete', 'S1']])
+      expect((await store.pendingJobs()).map((j) => [j.action, j.selector])).toEqual([['delete', 'S1']])
+    })
+
+    test('the delivery journal: newest first, bounded per account, only for stored accounts, gone with the account', async () => {
+      await store.saveRegistration(row('S1', 'alice', 'tok-1'), 1_000, none)
+      await store.saveRegistration(row('S2', 'bob', 'tok-1'), 1_000, none)
+      const outcome = (selector: string, i: number) => ({
+        selector,
+        at: 10_000 + i,
+        eventId: `$e${i}`,
+        outcome: i % 2 === 0 ? 'delivered' : 'dropped',
+        pnmStatus: i % 2 === 0 ? 200 : 400,
+        latencyMs: 12.6,
+        detail: i % 2 === 0 ? undefined : 'HTTP 400',
+      })
+      await store.recordDeliveries([outcome('S1', 0), outcome('S1', 1), outcome('GONE', 2)])
+      expect(await store.deliveries('S1')).toEqual([
+        { selector: 'S1', at: 10_001, eventId: '$e1', outcome: 'dropped', pnmStatus: 400, latencyMs: 13, detail: 'HTTP 400' },
+        { selector: 'S1', at: 10_000, eventId: '$e0', outcome: 'delivered', pnmStatus: 200, latencyMs: 13, detail: undefined },
+      ])
+      expect(await store.deliveries('GONE')).toEqual([])
+      await store.recordDeliveries([])
+      // Many flushes of many rows: each account keeps its newest JOURNAL_ROWS_PER_ACCOUNT.
+      for (let batch = 0; batch < 6; batch++) {
+        await store.recordDeliveries(Array.from({ length: 20 }, (_, i) => outcome(i % 2 === 0 ? 'S1' : 'S2', 100 + batch * 20 + i)))
+      }
+      const s1 = await store.deliveries('S1')
+      expect(s1).toHaveLength(JOURNAL_ROWS_PER_ACCOUNT)
+      expect(s1[0]!.eventId).toBe('$e218')
+      expect((await store.deliveries('S2'))[0]!.eventId).toBe('$e219')
+      await store.removeRegistration('S1', 20_000, none)
+      expect(await store.deliveries('S1')).toEqual([])
+      expect(await store.deliveries('S2')).toHaveLength(JOURNAL_ROWS_PER_ACCOUNT)
+      expect(await store.migrationNotes()).toEqual([])
     })
 
     test('probeWritable resolves on a writable database', async () => {
