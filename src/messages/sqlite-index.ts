@@ -93,6 +93,9 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
   db.run(`PRAGMA busy_timeout = ${options.busyTimeoutMs ?? 1000}`)
   db.run('PRAGMA journal_mode = WAL')
   db.run('PRAGMA synchronous = NORMAL')
+  // 64 MiB of page cache instead of 2: with a million messages the pages a fetch and an ingested
+  // event touch (the delivery list, the message rows, the room's members) stay in memory.
+  db.run('PRAGMA cache_size = -65536')
   migrate(db)
 
   const q = {
