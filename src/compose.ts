@@ -10,6 +10,7 @@ import { createEnrolment } from './messages/enrol.ts'
 import { createFetchService } from './messages/fetch.ts'
 import type { MessageIndex } from './messages/index-store.ts'
 import { openSqliteIndex } from './messages/sqlite-index.ts'
+import { createPostgresIndex } from './messages/pg-index.ts'
 import { createJobWorker } from './messages/jobs.ts'
 import { createPushView } from './messages/push-view.ts'
 import { createDedupe, inProcessFilter, type DuplicateFilter } from './gateway/dedupe.ts'
@@ -25,7 +26,7 @@ import { createPnmClient } from './pnm/client.ts'
 import { createPusherWorker } from './pusher/worker.ts'
 import { createReportService } from './report/service.ts'
 import { notConfigured } from './errors.ts'
-import { openSqliteOutbox } from './messages/outbox.ts'
+import { openSqliteOutbox, postgresOutbox } from './messages/outbox.ts'
 import { createSendService } from './messages/send.ts'
 import { createSendIndex } from './messages/send-index.ts'
 import { openSqliteStore } from './store/sqlite.ts'
@@ -97,7 +98,7 @@ export function compose(config: Config, options: ComposeOptions = {}) {
           },
         })
       : undefined
-  const messaging = composeMessaging(config, { log, now, matrix, verifier, index: options.index, store, jobRetryBaseMs: options.pusherRetryBaseMs })
+  const messaging = composeMessaging(config, { log, now, matrix, verifier, index: options.index, postgres: options.postgres, store, jobRetryBaseMs: options.pusherRetryBaseMs })
   const reports = createReportService({
     config,
     store,
@@ -126,7 +127,7 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     retryDelaysMs: options.pnmRetryDelaysMs,
     deadlineMs: options.notifyDeadlineMs,
   })
-  const send = composeSend(config, { log, now, matrix, verifier, messaging, retryDelaysMs: options.sendRetryDelaysMs, budgetMs: options.sendBudgetMs })
+  const send = composeSend(config, { log, now, matrix, verifier, messaging, postgres: options.postgres, retryDelaysMs: options.sendRetryDelaysMs, budgetMs: options.sendBudgetMs })
   let draining = false
   const app = createApp({
     config,
@@ -170,12 +171,15 @@ function composeMessaging(
     matrix?: ReturnType<typeof createMatrixClient>
     verifier?: ReturnType<typeof createPasswordVerifier>
     index?: MessageIndex
+    postgres?: SQL
     store: TokenStore
     jobRetryBaseMs?: number
   },
 ) {
   const missing = missingFor(config).messaging
-  const index = missing === undefined ? (deps.index ?? openSqliteIndex(config.dbPath)) : undefined
+  // On PostgreSQL the index lives in the database every instance shares, not in PUSH_TOKEN_DB_PATH.
+  const index =
+    missing === undefined ? (deps.index ?? (deps.postgres ? createPostgresIndex(deps.postgres) : openSqliteIndex(config.dbPath))) : undefined
   const log = deps.log.child({ component: 'messaging' })
   // The appservice's own user (sender_localpart) is never enrolled; whoami with the as_token names it.
   let senderUserId: string | undefined
@@ -262,6 +266,7 @@ function composeSend(
     matrix?: ReturnType<typeof createMatrixClient>
     verifier?: ReturnType<typeof createPasswordVerifier>
     messaging: ReturnType<typeof composeMessaging>
+    postgres?: SQL
     retryDelaysMs?: readonly number[]
     budgetMs?: number
   },
@@ -275,7 +280,7 @@ function composeSend(
       },
     }
   }
-  const outbox = openSqliteOutbox(config.dbPath, { inTurn: index.inTurn })
+  const outbox = deps.postgres ? postgresOutbox(deps.postgres) : openSqliteOutbox(config.dbPath, { inTurn: index.inTurn })
   const service = createSendService({
     matrix: deps.matrix,
     index: createSendIndex({ index, matrix: deps.matrix, context, now: deps.now }),
