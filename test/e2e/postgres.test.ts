@@ -10,6 +10,7 @@ import { startFakePnm } from '../fakes/pnm.ts'
 import { startFakeSynapse } from '../fakes/synapse.ts'
 import { APP_ID, SELECTOR, TOKEN, readAnswer } from '../harness.ts'
 import { createTestSchema, pgSkipped, type TestSchema } from '../pg.ts'
+import { PG_MIGRATIONS } from '../../src/store/pg-migrations.ts'
 import { startBinary, type RunningBinary } from './binary.ts'
 
 const PASSWORD = 'pg-Pa55word-never-printed'
@@ -108,7 +109,7 @@ describe.skipIf(pgSkipped())('the executable on PostgreSQL', () => {
     expect((await fetch(`${binary.url}/ready`)).status).toBe(200)
 
     const check = await runCommand(['check'], env(withPassword(s.url)))
-    expect(check.stdout).toContain('schema current (version 1)')
+    expect(check.stdout).toContain(`schema current (version ${PG_MIGRATIONS.length})`)
     expect(check.stdout).toMatch(/is writable: 1 accounts, \d+ pusher calls pending/)
     expect(check.exitCode).toBe(0)
     const list = await runCommand(['tokens', 'list', '--json'], env(withPassword(s.url)))
