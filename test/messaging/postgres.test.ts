@@ -5,7 +5,8 @@
 import { afterEach, describe, expect, test } from 'bun:test'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { createTestSchema, pgSkipped } from '../pg.ts'
+import { eventually } from '../harness.ts'
+import { createTestSchema, pgSkipped, startPgRelay } from '../pg.ts'
 import { directChatSetup, text, uid } from './events.ts'
 import { startMessaging, type Messaging } from './support.ts'
 
@@ -67,4 +68,27 @@ describe.skipIf(pgSkipped())('messaging on two instances sharing PostgreSQL', ()
     const sent = await b.fetch('alice')
     expect(sent.json.sent_smss.map((m: { sms_id: string }) => m.sms_id)).toEqual([first.json.sms_id])
   })
+  test('database unreachable: transactions and fetches answer 503 (nothing lost, Synapse and the app retry); both work again when it returns', async () => {
+    const s = await createTestSchema()
+    cleanups.push(() => s.drop())
+    const relay = startPgRelay(s.url)
+    cleanups.push(() => relay.stop())
+    const h = await startMessaging({ env: { DATABASE_URL: relay.url(s.url) } })
+    cleanups.push(() => h.close())
+    expect((await h.fetch('bob')).status).toBe(200)
+    relay.cut()
+    const events = [...directChatSetup(room, alice, bob), text({ room, sender: alice }, 'while the database was away')]
+    const txn = await h.txn('77', events)
+    expect(txn.status).toBe(503)
+    const fetched = await h.fetch('bob')
+    expect(fetched.status).toBe(503)
+    expect(fetched.json).toEqual({ error: 'The message index cannot be read now; try again later' })
+    expect(h.logs.parsed().some((l) => l.msg === 'message index unavailable; fetch answered 503')).toBe(true)
+    relay.restore()
+    // Synapse sends the transaction again; the pool reconnects by itself.
+    expect(await eventually(async () => (await h.txn('77', events)).status === 200, 10_000)).toBe(true)
+    const got = await h.fetch('bob')
+    expect(got.status).toBe(200)
+    expect(got.json.received_smss.map((m: { sms_text: string }) => m.sms_text)).toEqual(['while the database was away'])
+  }, 30_000)
 })
