@@ -102,8 +102,16 @@ const MESSAGE_COLUMNS = 'e.ord, e.event_id, e.room_id, e.sender, e.ts, e.text, e
 /** Errors of the database or of the connection to it, as Bun.SQL raises them. */
 export const isPostgresFailure = (e: unknown) => String((e as { code?: unknown } | undefined)?.code ?? '').startsWith('ERR_POSTGRES')
 
+/**
+ * How long a write waits for the ingestion lock before it fails (a store failure: the transaction
+ * answers 503 and Synapse retries). An instance stuck inside a write, its host cut off, must not
+ * hold every other instance's feed until its connection is found dead.
+ */
+export const INGEST_LOCK_TIMEOUT_MS = 20_000
+
 /** The index through the pool `sql` (migrated by openPostgres). Closing the store ends the pool. */
-export function createPostgresIndex(sql: SQL): MessageIndex {
+export function createPostgresIndex(sql: SQL, options: { lockTimeoutMs?: number } = {}): MessageIndex {
+  const lockTimeout = `${Math.max(1, Math.round(options.lockTimeoutMs ?? INGEST_LOCK_TIMEOUT_MS))}ms`
   const indexTx = (tx: SQL): IndexTx => {
     const getRoom = async (roomId: string) => {
       const [row]: RoomRow[] = await tx`SELECT * FROM mx_rooms WHERE room_id = ${roomId}`
@@ -215,6 +223,7 @@ export function createPostgresIndex(sql: SQL): MessageIndex {
   /** One write transaction of the index: the ingestion lock first, held until commit or rollback. */
   const locked = <T>(fn: (tx: SQL) => Promise<T>): Promise<T> =>
     sql.begin(async (tx) => {
+      await tx`SELECT set_config('lock_timeout', ${lockTimeout}, true)`
       await tx`SELECT pg_advisory_xact_lock(${LOCK_CLASS.ingest}, 0)`
       return fn(tx)
     }) as Promise<T>

@@ -310,6 +310,28 @@ describe.skipIf(pgSkipped())('message index: two instances on one PostgreSQL dat
     expect((await b.deliveriesAfter('@b:x', false, 0, 10)).map((d) => d.message.eventId)).toEqual(['$slow', '$fast'])
   })
 
+  test('a write that waits too long for the lock fails as a store failure (the transaction answers 503, Synapse retries)', async () => {
+    const impatient = createPostgresIndex(pools[1]!, { lockTimeoutMs: 200 })
+    let release!: () => void
+    const held = new Promise<void>((r) => (release = r))
+    let started!: () => void
+    const inside = new Promise<void>((r) => (started = r))
+    const first = a.write(async (tx) => {
+      await tx.insertMessage(msg('$holder'), 1)
+      started()
+      await held
+    })
+    await inside
+    const error = await impatient.write((tx) => tx.insertMessage(msg('$waiter'), 2)).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(Error)
+    expect(impatient.isStoreFailure(error)).toBe(true)
+    release()
+    await first
+    // The lock is free again: the same write now goes through, and the first one's row is there.
+    expect(await impatient.write((tx) => tx.insertMessage(msg('$waiter'), 3))).toBeNumber()
+    expect(await impatient.message('$holder')).toBeDefined()
+  })
+
   test('an appservice transaction handed to both instances at once is applied once', async () => {
     const log = pino({ level: 'silent' })
     const context = () => ({ serverName: 'example.org', autoJoinDirect: false, oldestTs: 0, senderUserId: undefined })
