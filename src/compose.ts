@@ -12,6 +12,7 @@ import { createEnrolment } from './messages/enrol.ts'
 import { createFetchService } from './messages/fetch.ts'
 import type { MessageIndex } from './messages/index-store.ts'
 import { openSqliteIndex } from './messages/sqlite-index.ts'
+import { createPostgresIndex } from './messages/pg-index.ts'
 import { createJobWorker } from './messages/jobs.ts'
 import { createPushView } from './messages/push-view.ts'
 import { createDedupe, inProcessFilter, type DuplicateFilter } from './gateway/dedupe.ts'
@@ -30,7 +31,7 @@ import { createPnmClient } from './pnm/client.ts'
 import { createPusherWorker } from './pusher/worker.ts'
 import { createReportService } from './report/service.ts'
 import { notConfigured } from './errors.ts'
-import { openSqliteOutbox } from './messages/outbox.ts'
+import { openSqliteOutbox, postgresOutbox } from './messages/outbox.ts'
 import { createSendService } from './messages/send.ts'
 import { createSendIndex } from './messages/send-index.ts'
 import { openSqliteStore } from './store/sqlite.ts'
@@ -119,7 +120,7 @@ export function compose(config: Config, options: ComposeOptions = {}) {
    * as last listed. One MappingEntry shape for push and for the messaging addresses.
    */
   const directory = { entries: (): readonly MappingEntry[] => cti?.directory.entries() ?? config.mapping }
-  const messaging = composeMessaging(config, { log, now, matrix, verifier, directory, index: options.index, store, jobRetryBaseMs: options.pusherRetryBaseMs })
+  const messaging = composeMessaging(config, { log, now, matrix, verifier, directory, index: options.index, postgres: options.postgres, store, jobRetryBaseMs: options.pusherRetryBaseMs })
   const reports = createReportService({
     config,
     store,
@@ -157,7 +158,7 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     retryDelaysMs: options.pnmRetryDelaysMs,
     deadlineMs: options.notifyDeadlineMs,
   })
-  const send = composeSend(config, { log, now, matrix, verifier, messaging, retryDelaysMs: options.sendRetryDelaysMs, budgetMs: options.sendBudgetMs })
+  const send = composeSend(config, { log, now, matrix, verifier, messaging, postgres: options.postgres, retryDelaysMs: options.sendRetryDelaysMs, budgetMs: options.sendBudgetMs })
   let draining = false
   const app = createApp({
     config,
@@ -205,12 +206,15 @@ function composeMessaging(
     /** Who is who: MAPPING_FILE, and with AUTH_MODE=ext the CTI's users (read at each use). */
     directory: { entries(): readonly MappingEntry[] }
     index?: MessageIndex
+    postgres?: SQL
     store: TokenStore
     jobRetryBaseMs?: number
   },
 ) {
   const missing = missingFor(config).messaging
-  const index = missing === undefined ? (deps.index ?? openSqliteIndex(config.dbPath)) : undefined
+  // On PostgreSQL the index lives in the database every instance shares, not in PUSH_TOKEN_DB_PATH.
+  const index =
+    missing === undefined ? (deps.index ?? (deps.postgres ? createPostgresIndex(deps.postgres) : openSqliteIndex(config.dbPath))) : undefined
   const log = deps.log.child({ component: 'messaging' })
   // The appservice's own user (sender_localpart) is never enrolled; whoami with the as_token names it.
   let senderUserId: string | undefined
@@ -306,6 +310,7 @@ function composeSend(
     matrix?: ReturnType<typeof createMatrixClient>
     verifier?: ReturnType<typeof createPasswordVerifier>
     messaging: ReturnType<typeof composeMessaging>
+    postgres?: SQL
     retryDelaysMs?: readonly number[]
     budgetMs?: number
   },
@@ -319,7 +324,7 @@ function composeSend(
       },
     }
   }
-  const outbox = openSqliteOutbox(config.dbPath, { inTurn: index.inTurn })
+  const outbox = deps.postgres ? postgresOutbox(deps.postgres) : openSqliteOutbox(config.dbPath, { inTurn: index.inTurn })
   const service = createSendService({
     matrix: deps.matrix,
     index: createSendIndex({ index, matrix: deps.matrix, context, now: deps.now }),

@@ -9,6 +9,7 @@ import type { Logger } from 'pino'
 import { groupAddress, renderUser, type AddressBook } from '../addresses.ts'
 import type { AuthMode } from '../config.ts'
 import type { PasswordVerifier } from '../matrix/auth.ts'
+import { unavailable } from '../errors.ts'
 import { authenticateMessaging } from './authenticate.ts'
 import type { DeliveryRow, Member, MessageIndex, Room } from './index-store.ts'
 
@@ -153,17 +154,28 @@ export function createFetchService(deps: FetchDeps) {
   return {
     async fetch(request: FetchRequest, clientAddress: string | undefined, log: Logger): Promise<FetchAnswer> {
       const userId = await authenticateMessaging(deps, 'Fetch Messages', request, clientAddress)
-      await deps.enrol(userId, log)
-      const date = rfc3339(deps.now())
-      const [received, sent] = [
-        await list(userId, request.lastId, request.device, false),
-        await list(userId, request.lastSentId, request.device, true),
-      ]
-      if (request.device !== undefined) {
-        await deps.index.advanceDeviceCursor(userId, request.device, received.reached, sent.reached, deps.now())
+      try {
+        return await answer(userId, request, log)
+      } catch (e) {
+        // The database is away (PostgreSQL unreachable, a locked file): the app fetches again later.
+        if (!deps.index.isStoreFailure(e)) throw e
+        log.error({ user_id: userId, err: (e as Error).message }, 'message index unavailable; fetch answered 503')
+        throw unavailable('The message index cannot be read now; try again later')
       }
-      log.info({ user_id: userId, device: request.device, received: received.rows.length, sent: sent.rows.length }, 'messages fetched')
-      return { date, received_smss: await render(userId, received.rows), sent_smss: await render(userId, sent.rows) }
     },
+  }
+
+  async function answer(userId: string, request: FetchRequest, log: Logger): Promise<FetchAnswer> {
+    await deps.enrol(userId, log)
+    const date = rfc3339(deps.now())
+    const [received, sent] = [
+      await list(userId, request.lastId, request.device, false),
+      await list(userId, request.lastSentId, request.device, true),
+    ]
+    if (request.device !== undefined) {
+      await deps.index.advanceDeviceCursor(userId, request.device, received.reached, sent.reached, deps.now())
+    }
+    log.info({ user_id: userId, device: request.device, received: received.rows.length, sent: sent.rows.length }, 'messages fetched')
+    return { date, received_smss: await render(userId, received.rows), sent_smss: await render(userId, sent.rows) }
   }
 }

@@ -196,13 +196,23 @@ export function createJobWorker(deps: JobDeps) {
     }
   }
 
+  // While the index cannot be reached, it is asked again after this long: a job queued before the
+  // outage (or by another instance) must not wait for the next transaction to wake the worker.
+  const unavailableRetryMs = Math.min(max, base * 8)
+  let indexFailed = false
+
   async function schedule() {
     if (timer) clearTimeout(timer)
     timer = undefined
     if (stopped) return
-    const due = await deps.index.nextJobDue().catch(() => undefined)
-    if (due === undefined) return
-    timer = setTimeout(kick, Math.max(0, due - deps.now()))
+    const due = await deps.index.nextJobDue().catch(() => {
+      indexFailed = true
+      return undefined
+    })
+    const at = indexFailed ? deps.now() + unavailableRetryMs : due
+    indexFailed = false
+    if (at === undefined) return
+    timer = setTimeout(kick, Math.max(0, at - deps.now()))
   }
 
   function kick() {
@@ -212,7 +222,10 @@ export function createJobWorker(deps: JobDeps) {
       return
     }
     running = drain()
-      .catch((e) => deps.log.error({ err: (e as Error).message }, 'messaging jobs: the index is unavailable'))
+      .catch((e) => {
+        indexFailed = true
+        deps.log.error({ err: (e as Error).message, retry_in_ms: unavailableRetryMs }, 'messaging jobs: the index is unavailable')
+      })
       .then(schedule)
       .finally(() => {
         running = undefined

@@ -6,6 +6,7 @@
  * message within SEND_DEDUPE_SECONDS finds the row and gets its event id.
  */
 import { Database } from 'bun:sqlite'
+import type { SQL } from 'bun'
 import { migrate } from '../store/migrations.ts'
 
 export type OutboxState = 'pending' | 'sent' | 'failed'
@@ -111,6 +112,48 @@ export function sqliteOutbox(db: Database): OutboxStore {
     },
     async prune(before) {
       return prune.run(before).changes
+    },
+  }
+}
+
+/**
+ * The outbox on PostgreSQL (the pool every instance shares): a repeat sent to another instance
+ * finds the row the first one wrote, and reuses its transaction id.
+ */
+export function postgresOutbox(sql: SQL): OutboxStore & { close(): void } {
+  return {
+    // The pool belongs to the token store, which ends it.
+    close: () => {},
+    async recent(key, since) {
+      const [r]: (Omit<Raw, 'created_at' | 'updated_at'> & { created_at: string | number; updated_at: string | number })[] = await sql`
+        SELECT * FROM send_outbox WHERE dedupe_key = ${key} AND updated_at >= ${since} ORDER BY updated_at DESC, created_at DESC LIMIT 1`
+      if (!r) return undefined
+      return {
+        txnId: r.txn_id,
+        userId: r.user_id,
+        dedupeKey: r.dedupe_key,
+        roomId: r.room_id ?? undefined,
+        eventId: r.event_id ?? undefined,
+        state: r.state,
+        createdAt: Number(r.created_at),
+        updatedAt: Number(r.updated_at),
+      }
+    },
+    async create(row) {
+      await sql`INSERT INTO send_outbox (txn_id, user_id, dedupe_key, state, created_at, updated_at)
+                VALUES (${row.txnId}, ${row.userId}, ${row.dedupeKey}, 'pending', ${row.now}, ${row.now})`
+    },
+    async setRoom(txnId, roomId, now) {
+      await sql`UPDATE send_outbox SET room_id = ${roomId}, updated_at = ${now} WHERE txn_id = ${txnId}`
+    },
+    async markSent(txnId, eventId, now) {
+      await sql`UPDATE send_outbox SET state = 'sent', event_id = ${eventId}, updated_at = ${now} WHERE txn_id = ${txnId}`
+    },
+    async markFailed(txnId, now) {
+      await sql`UPDATE send_outbox SET state = 'failed', updated_at = ${now} WHERE txn_id = ${txnId} AND state <> 'sent'`
+    },
+    async prune(before) {
+      return (await sql`DELETE FROM send_outbox WHERE created_at < ${before}`).count as number
     },
   }
 }

@@ -1,7 +1,7 @@
 /**
  * The message index on SQLite (bun:sqlite), in the same file as the token store, on its own
- * connection. bun:sqlite is synchronous; the Promise interface is for the PostgreSQL engine to
- * come. A write transaction may span awaits, so writers take turns through one queue.
+ * connection. bun:sqlite is synchronous; the Promise interface is for the PostgreSQL engine
+ * (pg-index.ts). A write transaction may span awaits, so writers take turns through one queue.
  */
 import { Database } from 'bun:sqlite'
 import { migrate } from '../store/migrations.ts'

@@ -74,6 +74,103 @@ export const PG_MIGRATIONS: readonly string[] = [
      detail     TEXT
    );
    CREATE INDEX deliveries_selector ON deliveries (selector, id);`,
+  // The message index (issue 9) and Send Message's outbox (issue 10), as on SQLite. Writers of the
+  // index take LOCK_CLASS.ingest first: positions and delivery numbers are handed out in commit
+  // order, so a cursor never passes a delivery that commits late.
+  `CREATE TABLE mx_events (
+     ord         BIGSERIAL PRIMARY KEY,
+     event_id    TEXT NOT NULL UNIQUE,
+     room_id     TEXT NOT NULL,
+     sender      TEXT NOT NULL,
+     ts          BIGINT NOT NULL,
+     text        TEXT NOT NULL,
+     author_name TEXT NOT NULL,
+     edit_of     TEXT,
+     redacted    BOOLEAN NOT NULL DEFAULT false,
+     stored_at   BIGINT NOT NULL
+   );
+   CREATE INDEX mx_events_room ON mx_events (room_id, ord);
+   CREATE INDEX mx_events_edit_of ON mx_events (edit_of) WHERE edit_of IS NOT NULL;
+   CREATE INDEX mx_events_ts ON mx_events (ts);
+   CREATE TABLE mx_redacted (event_id TEXT PRIMARY KEY, redacted_at BIGINT NOT NULL);
+   CREATE TABLE mx_rooms (
+     room_id         TEXT PRIMARY KEY,
+     kind            TEXT CHECK (kind IN ('direct', 'group')),
+     is_direct       BOOLEAN NOT NULL DEFAULT false,
+     name            TEXT,
+     canonical_alias TEXT,
+     conversation    TEXT NOT NULL,
+     predecessor     TEXT,
+     successor       TEXT,
+     updated_at      BIGINT NOT NULL
+   );
+   CREATE TABLE mx_members (
+     room_id      TEXT NOT NULL,
+     user_id      TEXT NOT NULL,
+     membership   TEXT NOT NULL,
+     display_name TEXT,
+     since_ord    BIGINT NOT NULL DEFAULT 0,
+     from_stream  BOOLEAN NOT NULL,
+     updated_at   BIGINT NOT NULL,
+     PRIMARY KEY (room_id, user_id)
+   );
+   CREATE INDEX mx_members_user ON mx_members (user_id);
+   CREATE TABLE mx_enrolled (user_id TEXT PRIMARY KEY, enrolled_at BIGINT NOT NULL, caught_up_at BIGINT);
+   -- ord repeats the message's position: a page of a user's list joins its messages by integer key.
+   CREATE TABLE mx_deliveries (
+     seq        BIGSERIAL PRIMARY KEY,
+     user_id    TEXT NOT NULL,
+     event_id   TEXT NOT NULL,
+     ord        BIGINT NOT NULL,
+     sent       BOOLEAN NOT NULL,
+     created_at BIGINT NOT NULL,
+     UNIQUE (user_id, event_id)
+   );
+   CREATE INDEX mx_deliveries_list ON mx_deliveries (user_id, sent, seq, ord);
+   CREATE INDEX mx_deliveries_event ON mx_deliveries (event_id);
+   -- id orders addresses given at the same millisecond (SQLite's rowid).
+   CREATE TABLE mx_addresses (
+     id           BIGSERIAL NOT NULL,
+     user_id      TEXT NOT NULL,
+     address      TEXT NOT NULL,
+     conversation TEXT NOT NULL,
+     assigned_at  BIGINT NOT NULL,
+     PRIMARY KEY (user_id, address)
+   );
+   CREATE INDEX mx_addresses_conversation ON mx_addresses (user_id, conversation, assigned_at);
+   CREATE TABLE mx_device_cursors (
+     user_id      TEXT NOT NULL,
+     device       TEXT NOT NULL,
+     received_seq BIGINT NOT NULL DEFAULT 0,
+     sent_seq     BIGINT NOT NULL DEFAULT 0,
+     updated_at   BIGINT NOT NULL,
+     PRIMARY KEY (user_id, device)
+   );
+   CREATE TABLE mx_transactions (txn_id TEXT PRIMARY KEY, committed_at BIGINT NOT NULL);
+   CREATE TABLE mx_jobs (
+     id              BIGSERIAL PRIMARY KEY,
+     kind            TEXT NOT NULL,
+     user_id         TEXT NOT NULL,
+     room_id         TEXT NOT NULL DEFAULT '',
+     attempts        INTEGER NOT NULL DEFAULT 0,
+     next_attempt_at BIGINT NOT NULL,
+     lease_until     BIGINT NOT NULL DEFAULT 0,
+     last_error      TEXT,
+     created_at      BIGINT NOT NULL,
+     UNIQUE (kind, user_id, room_id)
+   );
+   CREATE TABLE send_outbox (
+     txn_id     TEXT PRIMARY KEY,
+     user_id    TEXT NOT NULL,
+     dedupe_key TEXT NOT NULL,
+     room_id    TEXT,
+     event_id   TEXT,
+     state      TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed')),
+     created_at BIGINT NOT NULL,
+     updated_at BIGINT NOT NULL
+   );
+   CREATE INDEX send_outbox_key ON send_outbox (dedupe_key, updated_at);
+   CREATE INDEX send_outbox_created ON send_outbox (created_at);`,
 ]
 
 /** Advisory lock keys (pg_advisory_xact_lock(class, key)); the class keeps them apart from other applications'. */
@@ -82,6 +179,7 @@ export const LOCK_CLASS = {
   selector: 0x6d326101,
   user: 0x6d326102,
   auth: 0x6d326103,
+  ingest: 0x6d326104,
 } as const
 
 const checksum = (text: string) => new Bun.CryptoHasher('sha256').update(text).digest('hex').slice(0, 16)

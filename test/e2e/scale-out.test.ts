@@ -2,7 +2,8 @@
  * Two executables on one PostgreSQL database, behind no balancer (the test picks the instance):
  * reports through A are served by B, a notification delivered by A and retried to B sends one
  * push, each pusher call reaches the homeserver once, and kill -9 of one instance mid-burst loses
- * no acknowledged report while the other goes on.
+ * no acknowledged report while the other goes on. Messaging too: a transaction Synapse delivered
+ * to A and retries to B is applied once, and a fetch through B reads what came through A.
  */
 import { afterAll, afterEach, describe, expect, test } from 'bun:test'
 import { openPostgresStore } from '../../src/store/postgres.ts'
@@ -123,4 +124,60 @@ describe.skipIf(pgSkipped())('two executables on one PostgreSQL database', () =>
     expect((await fetch(`${b.url}/ready`)).status).toBe(200)
     expect((await notify(b, '$after-kill', `${TOKEN}-2000`)).json).toEqual({ rejected: [] })
   }, 30_000)
+})
+
+describe.skipIf(pgSkipped())('messaging on two executables sharing one PostgreSQL database', () => {
+  test('a transaction delivered to A and retried to B is applied once; fetch through B sees it; a later message through B follows the cursor', async () => {
+    const passwords = { alice: 'alice-password', bob: 'bob-password' }
+    const hs = startFakeSynapse({ users: passwords, sender: { retryDelayMs: () => 50, timeoutMs: 5_000 } })
+    cleanups.push(() => hs.stop())
+    const s = await createTestSchema()
+    cleanups.push(() => s.drop())
+    const env = {
+      MATRIX_HOMESERVER_URL: hs.url,
+      MATRIX_AS_TOKEN: hs.asToken,
+      MATRIX_HS_TOKEN: hs.hsToken,
+      MATRIX_SERVER_NAME: hs.serverName,
+      PROXY_URL: 'https://push.example.org',
+      PNM_URL: pnm.url,
+      DATABASE_URL: s.url,
+    }
+    const [a, b] = await Promise.all([startBinary(env), startBinary(env)])
+    cleanups.push(() => a.stop('SIGKILL'), () => b.stop('SIGKILL'))
+    const fetchBob = async (instance: RunningBinary, fields: Record<string, string> = {}) => {
+      const res = await fetch(`${instance.url}/api/client/fetch_messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: 'bob', password: passwords.bob, ...fields }),
+      })
+      expect(res.status).toBe(200)
+      return ((await res.json()) as { received_smss: { sms_id: string; sms_text: string }[] }).received_smss
+    }
+    await fetchBob(b)
+
+    hs.connectAppservice({ url: a.url })
+    const room = hs.rooms.createRoom('@alice:example.org', { preset: 'trusted_private_chat', invite: ['@bob:example.org'], is_direct: true })
+    const first = hs.sendText('@alice:example.org', room, 'through A')
+    await hs.appservice.flushed()
+    expect(hs.appservice.acknowledged.length).toBeGreaterThan(0)
+
+    // Synapse saw no answer from A and sends every transaction again, to B this time.
+    for (const txn of hs.appservice.acknowledged) {
+      const res = await fetch(`${b.url}/_matrix/app/v1/transactions/${txn.txnId}`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${hs.hsToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ events: txn.events }),
+      })
+      expect(res.status).toBe(200)
+    }
+    expect(await eventually(() => b.lines.some((l) => l.includes('transaction already committed; nothing to do')))).toBe(true)
+    expect(b.lines.some((l) => l.includes('"msg":"transaction committed"'))).toBe(false)
+    expect((await fetchBob(b, { last_id: '' })).map((m) => [m.sms_id, m.sms_text])).toEqual([[first, 'through A']])
+
+    // The feed moves to B: the next message follows the cursor read through B, fetched through A.
+    hs.connectAppservice({ url: b.url })
+    const second = hs.sendText('@alice:example.org', room, 'through B')
+    await hs.appservice.flushed()
+    expect((await fetchBob(a, { last_id: first })).map((m) => m.sms_id)).toEqual([second])
+  }, 60_000)
 })
