@@ -4,12 +4,12 @@
  * push, each pusher call reaches the homeserver once, and kill -9 of one instance mid-burst loses
  * no acknowledged report while the other goes on.
  */
-import { afterAll, afterEach, describe, expect, test } from 'bun:test'
+import { afterAll, describe, expect, test } from 'bun:test'
 import { openPostgresStore } from '../../src/store/postgres.ts'
 import { startFakePnm } from '../fakes/pnm.ts'
 import { startFakeSynapse } from '../fakes/synapse.ts'
 import { APP_ID, TOKEN, eventually, readAnswer } from '../harness.ts'
-import { createTestSchema, pgSkipped, type TestSchema } from '../pg.ts'
+import { pgSkipped, pgTestScope, type TestSchema } from '../pg.ts'
 import { startBinary, type RunningBinary } from './binary.ts'
 
 const synapse = startFakeSynapse()
@@ -18,16 +18,12 @@ afterAll(() => {
   synapse.stop()
   pnm.stop()
 })
-const cleanups: Array<() => unknown> = []
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c()
-})
+const { cleanups, schema } = pgTestScope()
 
 const selector = (n: number) => `${n.toString(16).toUpperCase().padStart(40, '0')}:7C3A0D14`
 
 async function twoExecutables(): Promise<{ a: RunningBinary; b: RunningBinary; s: TestSchema }> {
-  const s = await createTestSchema()
-  cleanups.push(() => s.drop())
+  const s = await schema()
   const env = {
     MATRIX_HOMESERVER_URL: synapse.url,
     MATRIX_AS_TOKEN: synapse.asToken,
