@@ -9,31 +9,13 @@
  * Environment: PORT, PNM_URL.
  */
 import { Elysia } from 'elysia'
+import { forwardToPnm } from './bench-forward.ts'
 
 const pnmUrl = process.env.PNM_URL!
-const json = { 'content-type': 'application/json' }
 
 const app = new Elysia()
   .post('/_matrix/push/v1/notify', async ({ body }) => {
-    const n = (body as { notification: Record<string, any> }).notification
-    const device = n.devices[0]
-    const answer = await fetch(pnmUrl, {
-      method: 'POST',
-      headers: json,
-      body: JSON.stringify({
-        verb: 'NotifyTextMessage',
-        AppId: device.app_id,
-        DeviceToken: device.pushkey,
-        Selector: 'SELECTOR',
-        Badge: n.counts?.unread,
-        Sound: 'default',
-        UserName: n.sender,
-        Message: n.content?.body,
-        Id: n.event_id,
-        ThreadId: n.room_id,
-      }),
-    })
-    await answer.json()
+    await forwardToPnm(pnmUrl, (body as { notification: Record<string, any> }).notification)
     return { rejected: [] }
   })
   .get('/health', () => ({ status: 'ok' }))

@@ -6,6 +6,8 @@
  *
  * Environment: PORT, PNM_URL, SYNAPSE_URL, AS_TOKEN.
  */
+import { forwardToPnm } from './bench-forward.ts'
+
 const pnmUrl = process.env.PNM_URL!
 const synapseUrl = process.env.SYNAPSE_URL!
 const asToken = process.env.AS_TOKEN ?? ''
@@ -18,25 +20,7 @@ const server = Bun.serve({
   async fetch(request) {
     const path = new URL(request.url).pathname
     if (path === '/_matrix/push/v1/notify' && request.method === 'POST') {
-      const n = ((await request.json()) as { notification: Record<string, any> }).notification
-      const device = n.devices[0]
-      const answer = await fetch(pnmUrl, {
-        method: 'POST',
-        headers: json,
-        body: JSON.stringify({
-          verb: 'NotifyTextMessage',
-          AppId: device.app_id,
-          DeviceToken: device.pushkey,
-          Selector: 'SELECTOR',
-          Badge: n.counts?.unread,
-          Sound: 'default',
-          UserName: n.sender,
-          Message: n.content?.body,
-          Id: n.event_id,
-          ThreadId: n.room_id,
-        }),
-      })
-      await answer.json()
+      await forwardToPnm(pnmUrl, ((await request.json()) as { notification: Record<string, any> }).notification)
       return Response.json({ rejected: [] })
     }
     if (path === '/api/client/push_token_report' && request.method === 'POST') {

@@ -4,6 +4,7 @@
  * afterwards, so tests and other runs on the same database never meet. Without the variable
  * the PostgreSQL tests are skipped, saying so.
  */
+import { afterEach } from 'bun:test'
 import { SQL } from 'bun'
 
 export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL || undefined
@@ -50,6 +51,23 @@ export async function createTestSchema(): Promise<TestSchema> {
       }
     },
   }
+}
+
+/**
+ * For a test file on PostgreSQL (call it at the top): `cleanups` run after each test, newest
+ * first, and `schema()` gives the test a schema of its own, dropped among them.
+ */
+export function pgTestScope() {
+  const cleanups: Array<() => unknown> = []
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c()
+  })
+  const schema = async (): Promise<TestSchema> => {
+    const s = await createTestSchema()
+    cleanups.push(() => s.drop())
+    return s
+  }
+  return { cleanups, schema }
 }
 
 /**

@@ -10,10 +10,9 @@ import { groupAddress, renderUser, type AddressBook } from '../addresses.ts'
 import type { AuthMode } from '../config.ts'
 import type { PasswordVerifier } from '../matrix/auth.ts'
 import { unavailable } from '../errors.ts'
+import { nonEmpty, OptionalText as Field, trimmed } from '../form-fields.ts'
 import { authenticateMessaging } from './authenticate.ts'
 import type { DeliveryRow, Member, MessageIndex, Room } from './index-store.ts'
-
-const Field = t.Optional(t.Union([t.String(), t.Null()]))
 
 export const FetchBodySchema = t.Object(
   {
@@ -44,16 +43,11 @@ export const FETCH_PAGE = 100
 /** Without a usable cursor: the newest page of this many days. */
 export const FALLBACK_DAYS = 7
 
-const trimmed = (v: string | null | undefined) => {
-  const s = v?.trim()
-  return s ? s : undefined
-}
-
 /** Trims every field except the password (a password may end in a space). Pure. */
 export function normalizeFetch(body: FetchBody): FetchRequest {
   return {
     username: trimmed(body.username),
-    password: body.password === null || body.password === undefined || body.password === '' ? undefined : body.password,
+    password: nonEmpty(body.password),
     lastId: trimmed(body.last_id) ?? trimmed(body.last_known_sms_id),
     lastSentId: trimmed(body.last_sent_id) ?? trimmed(body.last_known_sent_sms_id),
     device: trimmed(body.device),

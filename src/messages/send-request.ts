@@ -4,8 +4,7 @@
  */
 import { t } from 'elysia'
 import { badRequest } from '../errors.ts'
-
-const Field = t.Optional(t.Union([t.String(), t.Null()]))
+import { nonEmpty, OptionalText as Field, trimmed } from '../form-fields.ts'
 
 export const SendBodySchema = t.Object(
   {
@@ -42,10 +41,6 @@ export const SEND_BODY_LIMIT = 256 * 1024
 export const TEXT_PLAIN = 'text/plain'
 export const DISPOSITION = 'application/x-acro-disposition-notification'
 
-const trimmed = (v: string | null | undefined) => {
-  const s = v?.trim()
-  return s ? s : undefined
-}
 const given = (v: string | null | undefined) => (v === null || v === undefined ? undefined : v)
 
 /** Trims every field except the password and the body; reads both spellings of each field. */
@@ -54,7 +49,7 @@ export function normalizeSend(body: SendBody): SendRequest {
   return {
     username: trimmed(body.username) ?? trimmed(body.from),
     // An empty password is no password (a password may start or end with spaces: not trimmed).
-    password: given(body.password) || undefined,
+    password: nonEmpty(body.password),
     to: trimmed(body.to) ?? trimmed(body.sms_to),
     body: given(body.body) ?? given(body.sms_body),
     contentType: contentType || TEXT_PLAIN,

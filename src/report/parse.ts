@@ -6,8 +6,7 @@
  */
 import { t } from 'elysia'
 import { badRequest, notJson } from '../errors.ts'
-
-const Field = t.Optional(t.Union([t.String(), t.Null()]))
+import { OptionalText as Field, trimmed } from '../form-fields.ts'
 
 export const ReportBodySchema = t.Object(
   {
@@ -68,13 +67,13 @@ const MAX_PUSHKEY_BYTES = 512
 const MAX_APP_ID_CHARS = 64
 const MAX_USERNAME_BYTES = 255
 
-type Field = keyof ReportBody
+type FieldName = keyof ReportBody
 
 /** The first non-empty spelling of a field, trimmed, with the name it was sent under. */
-function pick(body: ReportBody, names: readonly Field[]): { name: Field; value: string } | undefined {
+function pick(body: ReportBody, names: readonly FieldName[]): { name: FieldName; value: string } | undefined {
   for (const name of names) {
-    const trimmed = body[name]?.trim()
-    if (trimmed) return { name, value: trimmed }
+    const value = trimmed(body[name])
+    if (value !== undefined) return { name, value }
   }
   return undefined
 }

@@ -8,78 +8,8 @@
 import { SQL } from 'bun'
 import { redactPassword } from '../secrets.ts'
 import { LOCK_CLASS, migratePostgres } from './pg-migrations.ts'
-import { JOURNAL_ROWS_PER_ACCOUNT, type ChangeResult, type Delivery, type PusherJob, type PusherOp, type Registration, type SharedPusherLookup, type TokenStore } from './types.ts'
-
-interface RegistrationRow {
-  selector: string
-  username: string | null
-  matrix_user_id: string | null
-  token_msgs: string | null
-  app_id_msgs: string | null
-  token_calls: string | null
-  app_id_calls: string | null
-  created_at: string | number
-  updated_at: string | number
-}
-
-interface JobRow {
-  id: string | number
-  selector: string
-  action: 'set' | 'delete'
-  user_id: string
-  app_id: string
-  pushkey: string
-  attempts: number
-  next_attempt_at: string | number
-  last_error: string | null
-}
-
-const orUndefined = <T>(v: T | null): T | undefined => (v === null ? undefined : v)
-
-// BIGINT arrives as a string (it may exceed 2^53); these are milliseconds and ids, well within.
-const toRegistration = (r: RegistrationRow): Registration => ({
-  selector: r.selector,
-  username: orUndefined(r.username),
-  matrixUserId: orUndefined(r.matrix_user_id),
-  tokenMsgs: orUndefined(r.token_msgs),
-  appIdMsgs: orUndefined(r.app_id_msgs),
-  tokenCalls: orUndefined(r.token_calls),
-  appIdCalls: orUndefined(r.app_id_calls),
-  createdAt: Number(r.created_at),
-  updatedAt: Number(r.updated_at),
-})
-
-interface DeliveryRow {
-  selector: string
-  at: string | number
-  event_id: string | null
-  outcome: string
-  pnm_status: number | null
-  latency_ms: number
-  detail: string | null
-}
-
-const toDelivery = (r: DeliveryRow): Delivery => ({
-  selector: r.selector,
-  at: Number(r.at),
-  eventId: orUndefined(r.event_id),
-  outcome: r.outcome,
-  pnmStatus: orUndefined(r.pnm_status),
-  latencyMs: r.latency_ms,
-  detail: orUndefined(r.detail),
-})
-
-const toJob = (r: JobRow): PusherJob => ({
-  id: Number(r.id),
-  selector: r.selector,
-  action: r.action,
-  userId: r.user_id,
-  appId: r.app_id,
-  pushkey: r.pushkey,
-  attempts: r.attempts,
-  nextAttemptAt: Number(r.next_attempt_at),
-  lastError: orUndefined(r.last_error),
-})
+import { orUndefined, toDelivery, toJob, toRegistration, type DeliveryRow, type JobRow, type RegistrationRow } from './rows.ts'
+import { JOURNAL_ROWS_PER_ACCOUNT, type ChangeResult, type PusherJob, type PusherOp, type Registration, type SharedPusherLookup, type TokenStore } from './types.ts'
 
 export interface PostgresOptions {
   /** Connections in the pool (default 10). */

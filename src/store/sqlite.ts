@@ -6,77 +6,8 @@ import { Database, type Statement } from 'bun:sqlite'
 import { accessSync, closeSync, constants, mkdirSync, openSync, chmodSync, existsSync } from 'node:fs'
 import { basename, dirname } from 'node:path'
 import { migrate } from './migrations.ts'
+import { orUndefined, toDelivery, toJob, toRegistration, type DeliveryRow, type JobRow, type RegistrationRow } from './rows.ts'
 import { JOURNAL_ROWS_PER_ACCOUNT, type ChangeGuard, type Delivery, type PusherJob, type PusherOp, type PusherPlanner, type Registration, type RegistrationInput, type SaveOptions, type SharedPusherLookup, type SyncTokenStore, type TokenStore } from './types.ts'
-
-interface RegistrationRow {
-  selector: string
-  username: string | null
-  matrix_user_id: string | null
-  token_msgs: string | null
-  app_id_msgs: string | null
-  token_calls: string | null
-  app_id_calls: string | null
-  created_at: number
-  updated_at: number
-}
-
-interface JobRow {
-  id: number
-  selector: string
-  action: 'set' | 'delete'
-  user_id: string
-  app_id: string
-  pushkey: string
-  attempts: number
-  next_attempt_at: number
-  last_error: string | null
-}
-
-const orUndefined = <T>(v: T | null): T | undefined => (v === null ? undefined : v)
-
-const toRegistration = (r: RegistrationRow): Registration => ({
-  selector: r.selector,
-  username: orUndefined(r.username),
-  matrixUserId: orUndefined(r.matrix_user_id),
-  tokenMsgs: orUndefined(r.token_msgs),
-  appIdMsgs: orUndefined(r.app_id_msgs),
-  tokenCalls: orUndefined(r.token_calls),
-  appIdCalls: orUndefined(r.app_id_calls),
-  createdAt: r.created_at,
-  updatedAt: r.updated_at,
-})
-
-interface DeliveryRow {
-  selector: string
-  at: number
-  event_id: string | null
-  outcome: string
-  pnm_status: number | null
-  latency_ms: number
-  detail: string | null
-}
-
-const toDelivery = (r: DeliveryRow): Delivery => ({
-  selector: r.selector,
-  at: r.at,
-  eventId: orUndefined(r.event_id),
-  outcome: r.outcome,
-  pnmStatus: orUndefined(r.pnm_status),
-  latencyMs: r.latency_ms,
-  detail: orUndefined(r.detail),
-})
-
-const toJob = (r: JobRow): PusherJob => ({
-  id: r.id,
-  selector: r.selector,
-  action: r.action,
-  userId: r.user_id,
-  appId: r.app_id,
-  pushkey: r.pushkey,
-  attempts: r.attempts,
-  nextAttemptAt: r.next_attempt_at,
-  lastError: orUndefined(r.last_error),
-})
 
 /** Creates the parent folder and the file itself, readable by the owner only (it holds push tokens). */
 function createPrivateFile(path: string) {
@@ -288,10 +219,11 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
       db
         .transaction(() => {
           if (q.anyLeased.get(selector, now)!.n > 0) return undefined
-          const job = q.nextOfSelector.get(selector)
-          if (!job || job.next_attempt_at > now) return undefined
+          const row = q.nextOfSelector.get(selector)
+          const job = row ? toJob(row) : undefined
+          if (!job || job.nextAttemptAt > now) return undefined
           q.lease.run(now + leaseMs, job.id)
-          return toJob(job)
+          return job
         })
         .immediate(),
     completeJob: (id) => void q.complete.run(id),

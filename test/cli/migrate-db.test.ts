@@ -1,5 +1,5 @@
 /** `migrate-db --to <postgres URL>` on the built executable: SQLite copied into PostgreSQL, idempotent. */
-import { afterAll, afterEach, describe, expect, test } from 'bun:test'
+import { afterAll, describe, expect, test } from 'bun:test'
 import { existsSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { planPusherCalls } from '../../src/report/plan.ts'
@@ -10,16 +10,13 @@ import { openSqliteIndex } from '../../src/messages/sqlite-index.ts'
 import type { MessageIndex } from '../../src/messages/index-store.ts'
 import { openSqliteStore } from '../../src/store/sqlite.ts'
 import { tempDir } from '../harness.ts'
-import { createTestSchema, pgSkipped, type TestSchema } from '../pg.ts'
+import { pgSkipped, pgTestScope } from '../pg.ts'
 import { runCommand } from './run.ts'
 
 const PASSWORD = 'migrate-Pa55word'
 const dir = tempDir('m2a-migrate-')
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
-const cleanups: Array<() => unknown> = []
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c()
-})
+const { cleanups, schema } = pgTestScope()
 
 const withPassword = (url: string) => {
   const u = new URL(url)
@@ -38,12 +35,6 @@ async function seededSqlite(): Promise<string> {
   await store.rescheduleJob(job.id, 1_700_000_400_000, 'homeserver unreachable')
   await store.close()
   return path
-}
-
-async function schema(): Promise<TestSchema> {
-  const s = await createTestSchema()
-  cleanups.push(() => s.drop())
-  return s
 }
 
 describe('migrate-db: usage', () => {

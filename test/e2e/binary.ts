@@ -5,6 +5,8 @@
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { buildExecutable } from '../../scripts/build.ts'
+import { startFakePnm, type FakePnm } from '../fakes/pnm.ts'
+import { startFakeSynapse, type FakeSynapse, type FakeSynapseOptions } from '../fakes/synapse.ts'
 import { tempDir } from '../harness.ts'
 
 let built: string | undefined
@@ -82,4 +84,26 @@ export async function startBinary(env: Record<string, string>, cwd?: string, com
       return proc.exited
     },
   }
+}
+
+/** What a test file runs its executables against: a fake Synapse, a fake PNM, a state folder. */
+export interface ExecutableFakes {
+  synapse: FakeSynapse
+  pnm: FakePnm
+  dir: string
+}
+
+/** Builds the executable (if not yet) and starts the fakes; for a file's beforeAll. */
+export function startExecutableFakes(synapse: FakeSynapseOptions = {}, prefix?: string): ExecutableFakes {
+  binaryPath()
+  return { synapse: startFakeSynapse(synapse), pnm: startFakePnm(), dir: tempDir(prefix) }
+}
+
+/** Kills what is still running, waits for it to go, stops the fakes and removes the folder; for afterAll. */
+export async function stopExecutableFakes(fakes: ExecutableFakes, running: readonly RunningBinary[]) {
+  for (const b of running) if (b.proc.exitCode === null) b.proc.kill('SIGKILL')
+  fakes.synapse.stop()
+  fakes.pnm.stop()
+  await Promise.all(running.map((b) => b.proc.exited))
+  rmSync(fakes.dir, { recursive: true, force: true })
 }

@@ -3,12 +3,12 @@
  * HTTP to a fake Synapse and a fake PNM; stopped and started again on the same database.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { rmSync, statSync } from 'node:fs'
+import { statSync } from 'node:fs'
 import { join } from 'node:path'
-import { startFakePnm, type FakePnm } from '../fakes/pnm.ts'
-import { startFakeSynapse, type FakeSynapse } from '../fakes/synapse.ts'
-import { APP_ID, SELECTOR, TOKEN, expectedPusherBody, fullNotification, tempDir } from '../harness.ts'
-import { binaryPath, runBinary, startBinary, type RunningBinary } from './binary.ts'
+import type { FakePnm } from '../fakes/pnm.ts'
+import type { FakeSynapse } from '../fakes/synapse.ts'
+import { APP_ID, SELECTOR, TOKEN, expectedPusherBody, fullNotification } from '../harness.ts'
+import { runBinary, startBinary, startExecutableFakes, stopExecutableFakes, type RunningBinary } from './binary.ts'
 
 let synapse: FakeSynapse
 let pnm: FakePnm
@@ -17,10 +17,7 @@ let env: Record<string, string>
 const running: RunningBinary[] = []
 
 beforeAll(() => {
-  binaryPath()
-  synapse = startFakeSynapse()
-  pnm = startFakePnm()
-  dir = tempDir()
+  ;({ synapse, pnm, dir } = startExecutableFakes())
   env = {
     MATRIX_HOMESERVER_URL: synapse.url,
     MATRIX_AS_TOKEN: synapse.asToken,
@@ -31,13 +28,7 @@ beforeAll(() => {
   }
 })
 
-afterAll(async () => {
-  for (const b of running) if (b.proc.exitCode === null) b.proc.kill('SIGKILL')
-  synapse.stop()
-  pnm.stop()
-  await Promise.all(running.map((b) => b.proc.exited))
-  rmSync(dir, { recursive: true, force: true })
-})
+afterAll(() => stopExecutableFakes({ synapse, pnm, dir }, running))
 
 async function start(extra: Record<string, string> = {}) {
   const b = await startBinary({ ...env, ...extra })

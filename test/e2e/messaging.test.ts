@@ -4,12 +4,10 @@
  * stream of transactions (every one answered 200 is kept; Synapse's retries fill the rest).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { startFakePnm, type FakePnm } from '../fakes/pnm.ts'
-import { startFakeSynapse, type FakeSynapse } from '../fakes/synapse.ts'
-import { tempDir } from '../harness.ts'
-import { binaryPath, startBinary, type RunningBinary } from './binary.ts'
+import type { FakePnm } from '../fakes/pnm.ts'
+import type { FakeSynapse } from '../fakes/synapse.ts'
+import { startBinary, startExecutableFakes, stopExecutableFakes, type RunningBinary } from './binary.ts'
 
 const PASSWORDS = { alice: 'alice-password', bob: 'bob-password' }
 let synapse: FakeSynapse
@@ -21,10 +19,7 @@ const alice = '@alice:example.org'
 const bob = '@bob:example.org'
 
 beforeAll(() => {
-  binaryPath()
-  synapse = startFakeSynapse({ users: PASSWORDS, sender: { retryDelayMs: () => 50, timeoutMs: 5_000 } })
-  pnm = startFakePnm()
-  dir = tempDir()
+  ;({ synapse, pnm, dir } = startExecutableFakes({ users: PASSWORDS, sender: { retryDelayMs: () => 50, timeoutMs: 5_000 } }))
   env = {
     MATRIX_HOMESERVER_URL: synapse.url,
     MATRIX_AS_TOKEN: synapse.asToken,
@@ -36,12 +31,7 @@ beforeAll(() => {
   }
 })
 
-afterAll(async () => {
-  for (const b of running) if (b.proc.exitCode === null) b.proc.kill('SIGKILL')
-  synapse.stop()
-  pnm.stop()
-  rmSync(dir, { recursive: true, force: true })
-})
+afterAll(() => stopExecutableFakes({ synapse, pnm, dir }, running))
 
 async function start() {
   const b = await startBinary(env)

@@ -5,14 +5,14 @@
  */
 import { Database } from 'bun:sqlite'
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { rmSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { runCommand } from '../cli/run.ts'
 import { startFakeCti, type FakeCti } from '../fakes/cti.ts'
-import { startFakePnm, type FakePnm } from '../fakes/pnm.ts'
-import { startFakeSynapse, type FakeSynapse } from '../fakes/synapse.ts'
-import { APP_ID, tempDir } from '../harness.ts'
-import { binaryPath, startBinary, type RunningBinary } from './binary.ts'
+import type { FakePnm } from '../fakes/pnm.ts'
+import type { FakeSynapse } from '../fakes/synapse.ts'
+import { APP_ID } from '../harness.ts'
+import { binaryPath, startBinary, startExecutableFakes, stopExecutableFakes, type RunningBinary } from './binary.ts'
 
 const G_SELECTOR = '6A6A0E0E6E553673C54F29105A0647204C416A2A:0000A001'
 const M_SELECTOR = '6B6B0E0E6E553673C54F29105A0647204C416A2A:0000A002'
@@ -54,13 +54,10 @@ const goRows = () => {
 }
 
 beforeAll(async () => {
-  binaryPath()
   // The Go proxy built Matrix IDs on the homeserver URL's hostname: so does this service when
   // MATRIX_SERVER_NAME is not set, as in a NethVoice env file.
-  synapse = startFakeSynapse({ serverName: '127.0.0.1', users: { giacomo: 'unused', mario: 'unused' } })
-  pnm = startFakePnm()
+  ;({ synapse, pnm, dir } = startExecutableFakes({ serverName: '127.0.0.1', users: { giacomo: 'unused', mario: 'unused' } }, 'm2a-nethvoice-'))
   cti = startFakeCti()
-  dir = tempDir('m2a-nethvoice-')
   dbPath = join(dir, 'push_tokens.db')
   goDatabase(dbPath)
   // The Go proxy's pusher for giacomo's phone: append false, no selector in data.
@@ -91,12 +88,9 @@ beforeAll(async () => {
   )
 })
 
-afterAll(() => {
-  for (const b of running) if (b.proc.exitCode === null) b.proc.kill('SIGKILL')
-  synapse.stop()
-  pnm.stop()
+afterAll(async () => {
   cti.stop()
-  rmSync(dir, { recursive: true, force: true })
+  await stopExecutableFakes({ synapse, pnm, dir }, running)
 })
 
 /** Starts the executable with the env file, as `EnvironmentFile=` would (plus the fake PNM's URL). */

@@ -3,13 +3,13 @@
  * on it, and the password (here one the trust-authenticated test server ignores) never appears in
  * any output.
  */
-import { afterAll, afterEach, describe, expect, test } from 'bun:test'
+import { afterAll, describe, expect, test } from 'bun:test'
 import { SQL } from 'bun'
 import { runCommand } from '../cli/run.ts'
 import { startFakePnm } from '../fakes/pnm.ts'
 import { startFakeSynapse } from '../fakes/synapse.ts'
 import { APP_ID, SELECTOR, TOKEN, readAnswer } from '../harness.ts'
-import { createTestSchema, pgSkipped, type TestSchema } from '../pg.ts'
+import { pgSkipped, pgTestScope } from '../pg.ts'
 import { PG_MIGRATIONS } from '../../src/store/pg-migrations.ts'
 import { startBinary, type RunningBinary } from './binary.ts'
 
@@ -20,16 +20,7 @@ afterAll(() => {
   synapse.stop()
   pnm.stop()
 })
-const cleanups: Array<() => unknown> = []
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c()
-})
-
-async function schema(): Promise<TestSchema> {
-  const s = await createTestSchema()
-  cleanups.push(() => s.drop())
-  return s
-}
+const { cleanups, schema } = pgTestScope()
 
 const withPassword = (url: string) => {
   const u = new URL(url)

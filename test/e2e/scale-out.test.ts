@@ -5,12 +5,12 @@
  * no acknowledged report while the other goes on. Messaging too: a transaction Synapse delivered
  * to A and retries to B is applied once, and a fetch through B reads what came through A.
  */
-import { afterAll, afterEach, describe, expect, test } from 'bun:test'
+import { afterAll, describe, expect, test } from 'bun:test'
 import { openPostgresStore } from '../../src/store/postgres.ts'
 import { startFakePnm } from '../fakes/pnm.ts'
 import { startFakeSynapse } from '../fakes/synapse.ts'
 import { APP_ID, TOKEN, eventually, readAnswer } from '../harness.ts'
-import { createTestSchema, pgSkipped, type TestSchema } from '../pg.ts'
+import { pgSkipped, pgTestScope, type TestSchema } from '../pg.ts'
 import { startBinary, type RunningBinary } from './binary.ts'
 
 const synapse = startFakeSynapse()
@@ -19,16 +19,12 @@ afterAll(() => {
   synapse.stop()
   pnm.stop()
 })
-const cleanups: Array<() => unknown> = []
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c()
-})
+const { cleanups, schema } = pgTestScope()
 
 const selector = (n: number) => `${n.toString(16).toUpperCase().padStart(40, '0')}:7C3A0D14`
 
 async function twoExecutables(): Promise<{ a: RunningBinary; b: RunningBinary; s: TestSchema }> {
-  const s = await createTestSchema()
-  cleanups.push(() => s.drop())
+  const s = await schema()
   const env = {
     MATRIX_HOMESERVER_URL: synapse.url,
     MATRIX_AS_TOKEN: synapse.asToken,
@@ -131,8 +127,7 @@ describe.skipIf(pgSkipped())('messaging on two executables sharing one PostgreSQ
     const passwords = { alice: 'alice-password', bob: 'bob-password' }
     const hs = startFakeSynapse({ users: passwords, sender: { retryDelayMs: () => 50, timeoutMs: 5_000 } })
     cleanups.push(() => hs.stop())
-    const s = await createTestSchema()
-    cleanups.push(() => s.drop())
+    const s = await schema()
     const env = {
       MATRIX_HOMESERVER_URL: hs.url,
       MATRIX_AS_TOKEN: hs.asToken,

@@ -3,12 +3,11 @@
  * fake PNM; the same id everywhere; a restart keeps the outbox (a repeat is still recognised).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { startFakePnm, type FakePnm } from '../fakes/pnm.ts'
-import { startFakeSynapse, type FakeSynapse } from '../fakes/synapse.ts'
-import { APP_ID, SELECTOR, TOKEN, tempDir } from '../harness.ts'
-import { binaryPath, startBinary, type RunningBinary } from './binary.ts'
+import type { FakePnm } from '../fakes/pnm.ts'
+import type { FakeSynapse } from '../fakes/synapse.ts'
+import { APP_ID, SELECTOR, TOKEN } from '../harness.ts'
+import { startBinary, startExecutableFakes, stopExecutableFakes, type RunningBinary } from './binary.ts'
 
 let synapse: FakeSynapse
 let pnm: FakePnm
@@ -17,10 +16,7 @@ let env: Record<string, string>
 const running: RunningBinary[] = []
 
 beforeAll(() => {
-  binaryPath()
-  synapse = startFakeSynapse({ users: { alice: 'alice-password', bob: 'bob-password' }, sender: { retryDelayMs: () => 50 } })
-  pnm = startFakePnm()
-  dir = tempDir()
+  ;({ synapse, pnm, dir } = startExecutableFakes({ users: { alice: 'alice-password', bob: 'bob-password' }, sender: { retryDelayMs: () => 50 } }))
   env = {
     MATRIX_HOMESERVER_URL: synapse.url,
     MATRIX_AS_TOKEN: synapse.asToken,
@@ -33,12 +29,7 @@ beforeAll(() => {
   }
 })
 
-afterAll(() => {
-  for (const b of running) if (b.proc.exitCode === null) b.proc.kill('SIGKILL')
-  synapse.stop()
-  pnm.stop()
-  rmSync(dir, { recursive: true, force: true })
-})
+afterAll(() => stopExecutableFakes({ synapse, pnm, dir }, running))
 
 async function start() {
   const b = await startBinary(env)

@@ -5,6 +5,8 @@
  * answers `{"matrix": {"base_url", "acrobits_url"}, "users": [...]}`, or 401 without a token it
  * issued. It records every request; `override` makes it misbehave on purpose.
  */
+import { serveRecording, type Override, type Recorded } from './recording.ts'
+
 export interface CtiUser {
   password: string
   /** The JWT's nethvoice_cti.chat claim. */
@@ -13,13 +15,7 @@ export interface CtiUser {
   sub_extensions: string[]
 }
 
-export interface CtiRecord {
-  method: string
-  path: string
-  query: Record<string, string>
-  authorization?: string
-  body: any
-}
+export type CtiRecord = Recorded
 
 const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url')
 
@@ -36,7 +32,7 @@ export function startFakeCti(options: { users?: Record<string, CtiUser>; extensi
   let extensionsKey = options.extensionsKey ?? 'sub_extensions'
   const issued = new Set<string>()
   const requests: CtiRecord[] = []
-  let override: ((r: CtiRecord) => Response | undefined | Promise<Response | undefined>) | undefined
+  let override: Override | undefined
   let counter = 0
 
   function route(r: CtiRecord): Response {
@@ -60,29 +56,7 @@ export function startFakeCti(options: { users?: Record<string, CtiUser>; extensi
     return Response.json({ code: 404, message: 'not found' }, { status: 404 })
   }
 
-  const server = Bun.serve({
-    hostname: '127.0.0.1',
-    port: 0,
-    async fetch(request) {
-      const url = new URL(request.url)
-      const text = await request.text()
-      let body: unknown
-      try {
-        body = text ? JSON.parse(text) : undefined
-      } catch {
-        body = text
-      }
-      const rec: CtiRecord = {
-        method: request.method,
-        path: url.pathname,
-        query: Object.fromEntries(url.searchParams),
-        authorization: request.headers.get('authorization') ?? undefined,
-        body,
-      }
-      requests.push(rec)
-      return (await override?.(rec)) ?? route(rec)
-    },
-  })
+  const server = serveRecording(requests, async (rec) => (await override?.(rec)) ?? route(rec))
 
   return {
     url: `http://127.0.0.1:${server.port}`,

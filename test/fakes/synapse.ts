@@ -11,15 +11,10 @@
  * the proxy's ping route. It records every request; `override` makes it misbehave on purpose.
  */
 import { createAppserviceSender, type SenderOptions, type Target } from './appservice-sender.ts'
+import { serveRecording, type Override, type Recorded } from './recording.ts'
 import { createRoomModel, FakeMatrixError } from './rooms.ts'
 
-export interface Recorded {
-  method: string
-  path: string
-  query: Record<string, string>
-  authorization?: string
-  body: any
-}
+export type { Override, Recorded } from './recording.ts'
 
 export interface Pusher {
   user_id: string
@@ -50,7 +45,6 @@ export interface PushResult {
   body: any
 }
 
-export type Override = (req: Recorded) => Response | undefined | Promise<Response | undefined>
 
 export interface FakeSynapseOptions {
   asToken?: string
@@ -293,29 +287,7 @@ export function startFakeSynapse(options: FakeSynapseOptions = {}) {
     return json(answer.status, answer.body)
   }
 
-  const server = Bun.serve({
-    hostname: '127.0.0.1',
-    port: 0,
-    async fetch(request) {
-      const url = new URL(request.url)
-      const text = await request.text()
-      let body: unknown
-      try {
-        body = text ? JSON.parse(text) : undefined
-      } catch {
-        body = text
-      }
-      const rec: Recorded = {
-        method: request.method,
-        path: url.pathname,
-        query: Object.fromEntries(url.searchParams),
-        authorization: request.headers.get('authorization') ?? undefined,
-        body,
-      }
-      requests.push(rec)
-      return (await override?.(rec)) ?? route(rec)
-    },
-  })
+  const server = serveRecording(requests, async (rec) => (await override?.(rec)) ?? route(rec))
 
   return {
     url: `http://127.0.0.1:${server.port}`,

@@ -3,23 +3,14 @@
  * start together, the edited-migration refusal, passwords kept out of every message, and the
  * service riding out a lost database connection (503, /ready says so, then recovery by itself).
  */
-import { afterEach, describe, expect, test } from 'bun:test'
+import { describe, expect, test } from 'bun:test'
 import { SQL } from 'bun'
 import { PG_MIGRATIONS } from '../../src/store/pg-migrations.ts'
 import { describePostgresError, openPostgresStore } from '../../src/store/postgres.ts'
 import { APP_ID, SELECTOR, TOKEN, startHarness, type Harness } from '../harness.ts'
-import { createTestSchema, pgSkipped, startPgRelay, type TestSchema } from '../pg.ts'
+import { pgSkipped, pgTestScope, startPgRelay } from '../pg.ts'
 
-const cleanups: Array<() => unknown> = []
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c()
-})
-
-async function schema(): Promise<TestSchema> {
-  const s = await createTestSchema()
-  cleanups.push(() => s.drop())
-  return s
-}
+const { cleanups, schema } = pgTestScope()
 
 describe.skipIf(pgSkipped())('PostgreSQL engine', () => {
   test('instances starting together apply each migration once, and start', async () => {

@@ -3,7 +3,7 @@
  * serves, a notification retried to the other sends no second push, a pusher job is worked by
  * exactly one of them, and the shared duplicate filter's claims expire.
  */
-import { afterEach, describe, expect, test } from 'bun:test'
+import { describe, expect, test } from 'bun:test'
 import { SQL } from 'bun'
 import { createSharedDuplicateFilter } from '../../src/gateway/dedupe-shared.ts'
 import { migratePostgres } from '../../src/store/pg-migrations.ts'
@@ -15,16 +15,12 @@ import { planPusherCalls } from '../../src/report/plan.ts'
 import pino from 'pino'
 import { startFakeSynapse } from '../fakes/synapse.ts'
 import { APP_ID, SELECTOR, TOKEN, eventually, startHarness, type Harness } from '../harness.ts'
-import { createTestSchema, pgSkipped } from '../pg.ts'
+import { pgSkipped, pgTestScope } from '../pg.ts'
 
-const cleanups: Array<() => unknown> = []
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c()
-})
+const { cleanups, schema } = pgTestScope()
 
 async function twoInstances(env: Record<string, string> = {}): Promise<[Harness, Harness]> {
-  const s = await createTestSchema()
-  cleanups.push(() => s.drop())
+  const s = await schema()
   const start = async () => {
     const h = await startHarness({ env: { AUTH_MODE: 'none', DATABASE_URL: s.url, ...env } })
     cleanups.push(() => h.close())
@@ -116,8 +112,7 @@ describe.skipIf(pgSkipped())('password guessing across instances', () => {
 
 describe.skipIf(pgSkipped())('pusher jobs on a shared database', () => {
   test('two workers racing over the same queue: each job reaches the homeserver exactly once', async () => {
-    const s = await createTestSchema()
-    cleanups.push(() => s.drop())
+    const s = await schema()
     const synapse = startFakeSynapse()
     cleanups.push(() => synapse.stop())
     // A slow homeserver keeps each job leased while the other worker looks at the queue.
@@ -153,8 +148,7 @@ describe.skipIf(pgSkipped())('pusher jobs on a shared database', () => {
 
 describe.skipIf(pgSkipped())('the shared duplicate filter', () => {
   test('a claim of a dead sender runs out; a delivered one lasts the hour; expired claims are swept', async () => {
-    const s = await createTestSchema()
-    cleanups.push(() => s.drop())
+    const s = await schema()
     const sql = new SQL(s.url, { max: 2 })
     cleanups.push(() => sql.end())
     await migratePostgres(sql)
