@@ -128,6 +128,12 @@ test('each device sees exactly its user deliveries, once each, in order, from ro
           const recent = messages.filter((m) => m.room === o.room).slice(-50)
           const ctx = { autoJoinDirect: false, oldestTs: 0, now: Date.now(), fillFor: users[o.user] }
           await h.index!.write(async (tx) => {
+            // As the catch-up job does: the user's own membership from joined_members first, unless
+            // the stream already told the index (the stream wins over the snapshot).
+            const known = await tx.getMember(rooms[o.room]!, users[o.user]!)
+            if (!known?.fromStream) {
+              await tx.setMember({ roomId: rooms[o.room]!, userId: users[o.user]!, membership: 'join', sinceOrd: known?.sinceOrd ?? 0, fromStream: false, updatedAt: ctx.now })
+            }
             for (const m of recent) {
               const raw = redacted.has(m.event.event_id) ? { ...m.event, content: {} } : m.event
               const parsed = parseClientEvent(raw)
