@@ -13,6 +13,7 @@ const SECRET_FIELDS: ReadonlySet<string> = new Set([
   'password',
   'access_token',
   'as_token',
+  'hs_token',
   'authorization',
   'token_msgs',
   'token_calls',

@@ -98,5 +98,33 @@ describe('messaging on the executable', () => {
     for (const id of answered) if (ids.includes(id)) expect(all).toContain(id)
     expect(all).toEqual(ids)
     expect(await b.stop()).toBe(0)
+
+    // At INFO (the default) no message body is logged; at no level the appservice tokens or a password.
+    const logged = running.flatMap((r) => r.lines).join('\n')
+    for (const secret of [synapse.hsToken, synapse.asToken, PASSWORDS.bob]) expect(logged).not.toContain(secret)
+    expect(logged).not.toContain('over real HTTP')
+    expect(logged).not.toMatch(/stream \d/)
   }, 90_000)
+
+  test('at DEBUG, transactions, fetches and a wrong hs_token log neither the appservice tokens nor the password', async () => {
+    const b = await startBinary({ ...env, LOGLEVEL: 'debug', PUSH_TOKEN_DB_PATH: join(dir, 'debug.db') })
+    running.push(b)
+    synapse.connectAppservice({ url: b.url })
+    await fetchMessages(b)
+    const room = synapse.rooms.createRoom(alice, { preset: 'trusted_private_chat', invite: [bob], is_direct: true })
+    synapse.sendText(alice, room, 'debug level')
+    await synapse.appservice.flushed()
+    const wrong = await fetch(`${b.url}/_matrix/app/v1/transactions/1`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${synapse.hsToken}-wrong`, 'content-type': 'application/json' },
+      body: '{"events":[]}',
+    })
+    expect(wrong.status).toBe(403)
+    // A probe's access line is DEBUG: it shows the level is on.
+    expect((await fetch(`${b.url}/health`)).status).toBe(200)
+    expect(await b.stop()).toBe(0)
+    const logged = b.lines.join('\n')
+    expect(logged).toContain('"level":"debug"')
+    for (const secret of [synapse.hsToken, synapse.asToken, PASSWORDS.bob]) expect(logged).not.toContain(secret)
+  }, 30_000)
 })
