@@ -62,6 +62,7 @@ export function openSqliteOutbox(
   }
 }
 
+/** A row as either engine returns it: PostgreSQL gives BIGINT as a string. */
 interface Raw {
   txn_id: string
   user_id: string
@@ -69,9 +70,20 @@ interface Raw {
   room_id: string | null
   event_id: string | null
   state: OutboxState
-  created_at: number
-  updated_at: number
+  created_at: number | string
+  updated_at: number | string
 }
+
+const toOutboxRow = (r: Raw): OutboxRow => ({
+  txnId: r.txn_id,
+  userId: r.user_id,
+  dedupeKey: r.dedupe_key,
+  roomId: r.room_id ?? undefined,
+  eventId: r.event_id ?? undefined,
+  state: r.state,
+  createdAt: Number(r.created_at),
+  updatedAt: Number(r.updated_at),
+})
 
 /** The outbox on a migrated bun:sqlite database. */
 export function sqliteOutbox(db: Database): OutboxStore {
@@ -86,17 +98,7 @@ export function sqliteOutbox(db: Database): OutboxStore {
   return {
     async recent(key, since) {
       const r = recent.get(key, since)
-      if (!r) return undefined
-      return {
-        txnId: r.txn_id,
-        userId: r.user_id,
-        dedupeKey: r.dedupe_key,
-        roomId: r.room_id ?? undefined,
-        eventId: r.event_id ?? undefined,
-        state: r.state,
-        createdAt: r.created_at,
-        updatedAt: r.updated_at,
-      }
+      return r ? toOutboxRow(r) : undefined
     },
     async create(row) {
       insert.run(row.txnId, row.userId, row.dedupeKey, row.now, row.now)
@@ -125,19 +127,9 @@ export function postgresOutbox(sql: SQL): OutboxStore & { close(): void } {
     // The pool belongs to the token store, which ends it.
     close: () => {},
     async recent(key, since) {
-      const [r]: (Omit<Raw, 'created_at' | 'updated_at'> & { created_at: string | number; updated_at: string | number })[] = await sql`
+      const [r]: Raw[] = await sql`
         SELECT * FROM send_outbox WHERE dedupe_key = ${key} AND updated_at >= ${since} ORDER BY updated_at DESC, created_at DESC LIMIT 1`
-      if (!r) return undefined
-      return {
-        txnId: r.txn_id,
-        userId: r.user_id,
-        dedupeKey: r.dedupe_key,
-        roomId: r.room_id ?? undefined,
-        eventId: r.event_id ?? undefined,
-        state: r.state,
-        createdAt: Number(r.created_at),
-        updatedAt: Number(r.updated_at),
-      }
+      return r ? toOutboxRow(r) : undefined
     },
     async create(row) {
       await sql`INSERT INTO send_outbox (txn_id, user_id, dedupe_key, state, created_at, updated_at)

@@ -5,88 +5,8 @@
  */
 import { Database } from 'bun:sqlite'
 import { migrate } from '../store/migrations.ts'
-import type { DeliveryRow, IndexTx, Job, JobKind, Member, Membership, MessageIndex, NewMessage, Room, RoomKind, StoredMessage } from './index-store.ts'
-
-interface MessageRow {
-  ord: number
-  event_id: string
-  room_id: string
-  sender: string
-  ts: number
-  text: string
-  author_name: string
-  edit_of: string | null
-  redacted: number
-}
-
-interface RoomRow {
-  room_id: string
-  kind: RoomKind | null
-  is_direct: number
-  name: string | null
-  canonical_alias: string | null
-  conversation: string
-  predecessor: string | null
-  successor: string | null
-}
-
-interface MemberRow {
-  room_id: string
-  user_id: string
-  membership: Membership
-  display_name: string | null
-  since_ord: number
-  from_stream: number
-  updated_at: number
-}
-
-interface JobRow {
-  id: number
-  kind: JobKind
-  user_id: string
-  room_id: string
-  attempts: number
-}
-
-const orUndefined = <T>(v: T | null): T | undefined => (v === null ? undefined : v)
-
-const toMessage = (r: MessageRow): StoredMessage => ({
-  ord: r.ord,
-  eventId: r.event_id,
-  roomId: r.room_id,
-  sender: r.sender,
-  ts: r.ts,
-  text: r.text,
-  authorName: r.author_name,
-  editOf: orUndefined(r.edit_of),
-  redacted: r.redacted !== 0,
-})
-
-const toRoom = (r: RoomRow): Room => ({
-  roomId: r.room_id,
-  kind: orUndefined(r.kind),
-  isDirect: r.is_direct !== 0,
-  name: orUndefined(r.name),
-  canonicalAlias: orUndefined(r.canonical_alias),
-  conversation: r.conversation,
-  predecessor: orUndefined(r.predecessor),
-  successor: orUndefined(r.successor),
-})
-
-const toMember = (r: MemberRow): Member => ({
-  roomId: r.room_id,
-  userId: r.user_id,
-  membership: r.membership,
-  displayName: orUndefined(r.display_name),
-  sinceOrd: r.since_ord,
-  fromStream: r.from_stream !== 0,
-  updatedAt: r.updated_at,
-})
-
-const toJob = (r: JobRow): Job => ({ id: r.id, kind: r.kind, userId: r.user_id, roomId: r.room_id, attempts: r.attempts })
-
-type DeliveryJoinRow = MessageRow & { seq: number; sent: number }
-const toDelivery = (r: DeliveryJoinRow): DeliveryRow => ({ seq: r.seq, sent: r.sent !== 0, message: toMessage(r) })
+import type { IndexTx, MessageIndex, NewMessage, Room } from './index-store.ts'
+import { toDelivery, toJob, toMember, toMessage, toRoom, type Big, type DeliveryJoinRow, type JobRow, type MemberRow, type MessageRow, type RoomRow } from './index-rows.ts'
 
 export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number } = {}): MessageIndex {
   const db = new Database(path, { create: true, strict: true })
@@ -343,14 +263,14 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
       serial(() => {
         const row = db.transaction(() => {
           const job = q.claimable.get(now)
-          if (job) q.lease.run(now + leaseMs, job.id)
+          if (job) q.lease.run(now + leaseMs, Number(job.id))
           return job
         }).immediate()
         return row ? toJob(row) : undefined
       }),
     completeJob: (id) => serial(() => void q.completeJob.run(id)),
     rescheduleJob: (id, at, error) => serial(() => void q.rescheduleJob.run(at, error, id)),
-    nextJobDue: async () => orUndefined(q.nextJobDue.get()!.t),
+    nextJobDue: async () => q.nextJobDue.get()!.t ?? undefined,
     pendingJobs: async () => q.pendingJobs.all().map(toJob),
     prune: (beforeTs) => serial(() => {
       const messages = db.transaction(() => {
