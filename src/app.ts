@@ -37,9 +37,9 @@ export interface AppDeps {
   draining: () => boolean
   /** Serve /metrics on this app (false when METRICS_ADDRESS gives it a listener of its own). */
   serveMetrics: boolean
-  /** Send Message (issue 10). */
+  /** Send Message. */
   sendMessage: (r: SendRequest, client: string | undefined, log: Logger) => Promise<SendAnswer>
-  /** Messaging (issue 9): the appservice routes and Fetch Messages; `missing` names what is unset. */
+  /** Messaging: the appservice routes and Fetch Messages; `missing` names what is unset. */
   messaging: {
     missing?: string
     hsToken?: string

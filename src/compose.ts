@@ -193,7 +193,7 @@ export function compose(config: Config, options: ComposeOptions = {}) {
 export type Service = ReturnType<typeof compose>
 
 /**
- * Messaging (issue 9), on when the homeserver URL, MATRIX_AS_TOKEN and MATRIX_HS_TOKEN are all set:
+ * Messaging, on when the homeserver URL, MATRIX_AS_TOKEN and MATRIX_HS_TOKEN are all set:
  * the message index, the transaction handler Synapse feeds, Fetch Messages and enrolment.
  */
 function composeMessaging(
@@ -301,7 +301,7 @@ function composeMessaging(
   }
 }
 
-/** Send Message (issue 10): on when messaging is; it reads and writes the same message index. */
+/** Send Message: on when messaging is; it reads and writes the same message index. */
 function composeSend(
   config: Config,
   deps: {

@@ -28,7 +28,7 @@ const TABLES: readonly Table[] = [
   { name: 'registrations', columns: ['selector', 'username', 'matrix_user_id', 'token_msgs', 'app_id_msgs', 'token_calls', 'app_id_calls', 'created_at', 'updated_at'], order: 'selector' },
   // lease_until is not copied (here nor for mx_jobs): a lease of the process that wrote the file means nothing to the new instances.
   { name: 'pusher_jobs', columns: ['id', 'selector', 'action', 'user_id', 'app_id', 'pushkey', 'attempts', 'next_attempt_at', 'last_error', 'created_at'], order: 'id', serial: 'id' },
-  // The message index (issue 9) and the send outbox (issue 10).
+  // The message index and the send outbox.
   { name: 'mx_events', columns: ['ord', 'event_id', 'room_id', 'sender', 'ts', 'text', 'author_name', 'edit_of', 'redacted', 'stored_at'], order: 'ord', serial: 'ord' },
   { name: 'mx_redacted', columns: ['event_id', 'redacted_at'], order: 'event_id' },
   { name: 'mx_rooms', columns: ['room_id', 'kind', 'is_direct', 'name', 'canonical_alias', 'conversation', 'predecessor', 'successor', 'updated_at'], order: 'room_id' },

@@ -2,7 +2,7 @@
  * How one Matrix event changes the message index, whichever way it arrived (a transaction, a race
  * fill, a catch-up). Membership is kept in event order; a message is stored once, for rooms with
  * an enrolled member, with one delivery per enrolled member who is invited or joined; edits and
- * redactions follow the rules of issue 9. The caller runs this inside one write transaction.
+ * redactions follow the rules of README: Messaging. The caller runs this inside one write transaction.
  */
 import { displayText, editOf, redactedId } from './event-text.ts'
 import { groupAddress, uniqueAddress } from '../addresses.ts'

@@ -1,5 +1,5 @@
 /**
- * Push and fetch agree (issue 9): with messaging on, a push carries the `sms_id`, the sender and
+ * Push and fetch agree: with messaging on, a push carries the `sms_id`, the sender and
  * the conversation that Fetch Messages will report for the same message, or the app shows it twice.
  * A push can arrive before the transaction that carries its event: the event is then fetched from
  * Synapse as the user (a race fill, short timeout) and indexed first, so the fetch the push

@@ -1,5 +1,5 @@
 /**
- * Send Message's view of the message index (issue 9's store): the pair's known direct chats, the
+ * Send Message's view of the message index: the pair's known direct chats, the
  * room a group address names, the room of a message a read report is about, and the sent event
  * written at once — by the same ingestion as a transaction, so fetch and push see one message.
  */

@@ -1,5 +1,5 @@
 /**
- * Acrobits Send Message into Matrix (issue 10): the app's message becomes an m.text event sent as
+ * Acrobits Send Message into Matrix: the app's message becomes an m.text event sent as
  * the user, through the application service, exactly once. An outbox row with a fresh transaction
  * id is written before Synapse is called; timeouts and 5xx are retried with that same id (Synapse
  * deduplicates /send by path), within a 10 s budget, then 503 with Retry-After. The app sends no

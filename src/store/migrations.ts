@@ -47,7 +47,7 @@ export const MIGRATIONS: ReadonlyArray<(db: Database) => void | string> = [
     db.run('CREATE INDEX registrations_pushkey_newest ON registrations (token_msgs, app_id_msgs, updated_at DESC)')
     db.run('DROP INDEX registrations_token_msgs')
   },
-  // The message index (issue 9): what the appservice feed brings in, and what each user is shown.
+  // The message index: what the appservice feed brings in, and what each user is shown.
   (db) => {
     // Message events only (state is folded into rooms and members); `ord` is the order of arrival.
     db.run(`CREATE TABLE mx_events (
@@ -132,7 +132,7 @@ export const MIGRATIONS: ReadonlyArray<(db: Database) => void | string> = [
       UNIQUE (kind, user_id, room_id)
     )`)
   },
-  // Send Message's outbox (issue 10): one row per message, written before Synapse is called.
+  // Send Message's outbox: one row per message, written before Synapse is called.
   (db) => {
     db.run(`CREATE TABLE send_outbox (
       txn_id     TEXT PRIMARY KEY,

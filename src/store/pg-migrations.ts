@@ -74,7 +74,7 @@ export const PG_MIGRATIONS: readonly string[] = [
      detail     TEXT
    );
    CREATE INDEX deliveries_selector ON deliveries (selector, id);`,
-  // The message index (issue 9) and Send Message's outbox (issue 10), as on SQLite. Writers of the
+  // The message index and Send Message's outbox, as on SQLite. Writers of the
   // index take LOCK_CLASS.ingest first: positions and delivery numbers are handed out in commit
   // order, so a cursor never passes a delivery that commits late.
   `CREATE TABLE mx_events (

@@ -1,5 +1,5 @@
 /**
- * Two accounts of two users on one phone (issue 14 §1), on the built executable: the fake Synapse
+ * Two accounts of two users on one phone, on the built executable: the fake Synapse
  * pushes to the pushers the binary registered, as Synapse does.
  */
 import { afterAll, beforeAll, expect, test } from 'bun:test'

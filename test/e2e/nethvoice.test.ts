@@ -1,5 +1,5 @@
 /**
- * Moving a NethVoice installation from the Go proxy (issue 14 §3), on the built executable: its
+ * Moving a NethVoice installation from the Go proxy, on the built executable: its
  * env file as it is, its push_tokens database, its pushers on Synapse; the fake CTI checks the
  * passwords.
  */

@@ -1,5 +1,5 @@
 /**
- * Nobody gets in where they don't belong (issue 8), on the built executable against the fake
+ * Nobody gets in where they don't belong, on the built executable against the fake
  * Synapse and PNM: account ownership, field limits, per-user caps, password-guessing budgets,
  * the notify devices cap, `check`'s warnings and what `tokens` prints. TRUST_PROXY lets a test
  * choose the client address with X-Forwarded-For, as a reverse proxy would.

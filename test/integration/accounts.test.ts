@@ -1,5 +1,5 @@
 /**
- * Two accounts on one phone (issue 14 §1) and the delivery journal (§2), through the fake Synapse's
+ * Two accounts on one phone and the delivery journal, through the fake Synapse's
  * own push (data minus url echoed, rejections per user) into the app.
  */
 import { afterEach, describe, expect, test } from 'bun:test'

@@ -1,5 +1,5 @@
 /**
- * AUTH_MODE=ext against the fake CTI server (issue 14 §3): login, the chat claim, the users list
+ * AUTH_MODE=ext against the fake CTI server: login, the chat claim, the users list
  * as mapping entries, the shared limits and cache, and a CTI that cannot answer.
  */
 import { afterEach, describe, expect, test } from 'bun:test'

@@ -1,5 +1,5 @@
 /**
- * The Go proxy's rows (issue 14 §3): how their times are read, and how a row without a Matrix user
+ * The Go proxy's rows: how their times are read, and how a row without a Matrix user
  * behaves until the app's next report claims it.
  */
 import { Database } from 'bun:sqlite'

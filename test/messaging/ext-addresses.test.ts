@@ -1,5 +1,5 @@
 /**
- * AUTH_MODE=ext with messaging on (issue 14 §3): the CTI's users are the address book of pushes,
+ * AUTH_MODE=ext with messaging on: the CTI's users are the address book of pushes,
  * Fetch Messages and Send Message, as MAPPING_FILE entries are: a user is shown by their
  * main_extension, and that number or a sub-extension names them in a send.
  */

@@ -1,5 +1,5 @@
 /**
- * What a new operator trips over (issue 11), on the executable: a port in use, `npm start` stopped
+ * What a new operator trips over, on the executable: a port in use, `npm start` stopped
  * by a signal, a PROXY_URL with a path, listen addresses that cannot be used, a database folder that
  * is not writable, `:memory:`, the reason of every refused request in the log, the warnings at
  * start, and a test run that leaves nothing in the temporary folder.
