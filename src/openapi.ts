@@ -29,6 +29,18 @@ const SCHEMAS = {
 
 const json = (ref: string) => ({ 'application/json': { schema: { $ref: `#/components/schemas/${ref}` } } })
 const answer = (description: string, ref?: string) => (ref ? { description, content: json(ref) } : { description })
+/** An Acrobits web service's body: the provisioning template picks JSON or form encoding. */
+const templateBody = (ref: string, description?: string) => ({
+  required: true,
+  ...(description === undefined ? {} : { description }),
+  content: {
+    'application/json': { schema: { $ref: `#/components/schemas/${ref}` } },
+    'application/x-www-form-urlencoded': { schema: { $ref: `#/components/schemas/${ref}` } },
+  },
+})
+/** The same fields as a GET query string, one parameter per field of the body schema. */
+const queryParameters = (schema: { properties: Record<string, unknown> }) =>
+  Object.keys(schema.properties).map((name) => ({ name, in: 'query', required: false, schema: { type: 'string' } }))
 
 function reportOperation(summary: string, description: string) {
   return {
@@ -36,15 +48,10 @@ function reportOperation(summary: string, description: string) {
       tags: ['Acrobits'],
       summary,
       description,
-      requestBody: {
-        required: true,
-        description:
-          'The provisioning template decides the field names and the content type; every known spelling is accepted (FIELD-GUIDE §1).',
-        content: {
-          'application/json': { schema: { $ref: '#/components/schemas/TokenReport' } },
-          'application/x-www-form-urlencoded': { schema: { $ref: '#/components/schemas/TokenReport' } },
-        },
-      },
+      requestBody: templateBody(
+        'TokenReport',
+        'The provisioning template decides the field names and the content type; every known spelling is accepted (FIELD-GUIDE §1).',
+      ),
       responses: {
         '200': answer('Stored (the app ignores the body)', 'Empty'),
         '400': answer('Malformed report (missing selector, token without app id, a field too long or with a control character, no Matrix user for the account, ...); the field is named', 'Error'),
@@ -73,22 +80,9 @@ function sendOperations() {
     '502': answer('The homeserver refused (or encrypted the new direct chat)', 'Error'),
     '503': answer('Homeserver unavailable (see Retry-After), or messaging is not configured', 'Error'),
   }
-  const fields = Object.keys(SendBodySchema.properties).map((name) => ({ name, in: 'query', required: false, schema: { type: 'string' } }))
   return {
-    post: {
-      tags: ['Acrobits'],
-      summary,
-      description,
-      requestBody: {
-        required: true,
-        content: {
-          'application/json': { schema: { $ref: '#/components/schemas/SendMessage' } },
-          'application/x-www-form-urlencoded': { schema: { $ref: '#/components/schemas/SendMessage' } },
-        },
-      },
-      responses,
-    },
-    get: { tags: ['Acrobits'], summary, description, parameters: fields, responses },
+    post: { tags: ['Acrobits'], summary, description, requestBody: templateBody('SendMessage'), responses },
+    get: { tags: ['Acrobits'], summary, description, parameters: queryParameters(SendBodySchema), responses },
   }
 }
 
@@ -106,20 +100,8 @@ function fetchOperations() {
   }
   const operation = { tags: ['Acrobits'], summary: 'Fetch Messages (modern)', responses }
   return {
-    post: {
-      ...operation,
-      requestBody: {
-        required: true,
-        content: {
-          'application/json': { schema: { $ref: '#/components/schemas/FetchMessages' } },
-          'application/x-www-form-urlencoded': { schema: { $ref: '#/components/schemas/FetchMessages' } },
-        },
-      },
-    },
-    get: {
-      ...operation,
-      parameters: ['username', 'password', 'last_id', 'last_known_sms_id', 'last_sent_id', 'last_known_sent_sms_id', 'device'].map((name) => ({ name, in: 'query', schema: { type: 'string' } })),
-    },
+    post: { ...operation, requestBody: templateBody('FetchMessages') },
+    get: { ...operation, parameters: queryParameters(FetchBodySchema) },
   }
 }
 
@@ -133,7 +115,7 @@ export function buildOpenApiDocument() {
       license: { name: 'MIT', identifier: 'MIT' },
     },
     tags: [
-      { name: 'Acrobits', description: 'Called by the Acrobits app (Push Token Reporter, Account Removal Reporter)' },
+      { name: 'Acrobits', description: 'Called by the Acrobits app (Push Token Reporter, Account Removal Reporter, Fetch Messages, Send Message)' },
       { name: 'Matrix', description: 'Called by the homeserver (Push Gateway API)' },
       { name: 'Operations', description: 'Health, readiness, metrics' },
     ],

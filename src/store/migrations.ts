@@ -147,7 +147,7 @@ export const MIGRATIONS: ReadonlyArray<(db: Database) => void | string> = [
     db.run('CREATE INDEX send_outbox_key ON send_outbox (dedupe_key, updated_at)')
     db.run('CREATE INDEX send_outbox_created ON send_outbox (created_at)')
   },
-  // Issue 14: several accounts on one phone, the delivery journal, the Go proxy's table.
+  // Several accounts on one phone, the delivery journal, the Go proxy's table.
   (db) => {
     // matrix_user_id may be NULL: rows imported from the Go proxy (below) have no Matrix user
     // until the app reports again. SQLite cannot drop a NOT NULL: the table is copied.

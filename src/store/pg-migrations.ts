@@ -59,7 +59,7 @@ export const PG_MIGRATIONS: readonly string[] = [
      failed BOOLEAN NOT NULL DEFAULT false
    );
    CREATE INDEX auth_attempts_key ON auth_attempts (key, at);`,
-  // Issue 14. A row without a Matrix user is one imported from the Go proxy's SQLite table (the
+  // Several accounts on one phone. A row without a Matrix user is one imported from the Go proxy's SQLite table (the
   // import itself is SQLite-only); `migrate-db` may bring such rows here. The delivery journal:
   // the last outcomes of each account (`tokens show`).
   `ALTER TABLE registrations ALTER COLUMN matrix_user_id DROP NOT NULL;
