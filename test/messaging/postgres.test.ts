@@ -2,22 +2,18 @@
  * Messaging on two instances of the service (two composed apps, each with its own fake Synapse) on
  * one PostgreSQL schema: the message index and the send outbox are the database's, not a file's.
  */
-import { afterEach, describe, expect, test } from 'bun:test'
+import { describe, expect, test } from 'bun:test'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { eventually } from '../harness.ts'
-import { createTestSchema, pgSkipped, startPgRelay } from '../pg.ts'
+import { pgSkipped, pgTestScope, startPgRelay } from '../pg.ts'
 import { directChatSetup, text, uid } from './events.ts'
 import { startMessaging, type Messaging } from './support.ts'
 
-const cleanups: Array<() => unknown> = []
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c()
-})
+const { cleanups, schema } = pgTestScope()
 
 async function twoInstances(): Promise<[Messaging, Messaging]> {
-  const s = await createTestSchema()
-  cleanups.push(() => s.drop())
+  const s = await schema()
   const start = async () => {
     const h = await startMessaging({ env: { DATABASE_URL: s.url } })
     cleanups.push(() => h.close())
@@ -69,8 +65,7 @@ describe.skipIf(pgSkipped())('messaging on two instances sharing PostgreSQL', ()
     expect(sent.json.sent_smss.map((m: { sms_id: string }) => m.sms_id)).toEqual([first.json.sms_id])
   })
   test('database unreachable: transactions and fetches answer 503 (nothing lost, Synapse and the app retry); both work again when it returns', async () => {
-    const s = await createTestSchema()
-    cleanups.push(() => s.drop())
+    const s = await schema()
     const relay = startPgRelay(s.url)
     cleanups.push(() => relay.stop())
     const h = await startMessaging({ env: { DATABASE_URL: relay.url(s.url) } })
@@ -92,8 +87,7 @@ describe.skipIf(pgSkipped())('messaging on two instances sharing PostgreSQL', ()
     expect(got.json.received_smss.map((m: { sms_text: string }) => m.sms_text)).toEqual(['while the database was away'])
   }, 30_000)
   test('jobs: after the database was away, the worker asks again by itself and runs what was queued', async () => {
-    const s = await createTestSchema()
-    cleanups.push(() => s.drop())
+    const s = await schema()
     const relay = startPgRelay(s.url)
     cleanups.push(() => relay.stop())
     const h = await startMessaging({ env: { DATABASE_URL: relay.url(s.url) } })
