@@ -6,6 +6,7 @@ import { Database, type Statement } from 'bun:sqlite'
 import { accessSync, closeSync, constants, mkdirSync, openSync, chmodSync, existsSync } from 'node:fs'
 import { basename, dirname } from 'node:path'
 import { migrate } from './migrations.ts'
+import { createLookupCache } from './lookup-cache.ts'
 import { orUndefined, toDelivery, toJob, toRegistration, type DeliveryRow, type JobRow, type RegistrationRow } from './rows.ts'
 import { JOURNAL_ROWS_PER_ACCOUNT, type ChangeGuard, type Delivery, type PusherJob, type PusherOp, type PusherPlanner, type Registration, type RegistrationInput, type SaveOptions, type SharedPusherLookup, type SyncTokenStore, type TokenStore } from './types.ts'
 
@@ -16,6 +17,14 @@ function createPrivateFile(path: string) {
   closeSync(openSync(path, 'a', 0o600))
   chmodSync(path, 0o600)
 }
+
+/**
+ * A commit by another process is seen by the notifications that arrive this long after it; this
+ * connection's own writes at once. (A removal's pusher deletion reaches Synapse far later.)
+ */
+export const LOOKUP_CHECK_EVERY_MS = 5
+/** About 400 bytes each: a few MiB for the phones that receive pushes at a time. */
+export const LOOKUP_CACHE_ENTRIES = 16_384
 
 function openConnection(path: string, options: { busyTimeoutMs?: number }): SyncTokenStore {
   createPrivateFile(path)
@@ -180,6 +189,29 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
   // holds up to PRUNE_EVERY extra rows, which `deliveries` never returns.
   const sincePrune = new Map<string, number>()
   const PRUNE_EVERY = 10
+  // This connection's own commits leave data_version as it is: its writes of registrations forget
+  // the remembered lookups themselves (a failed one too: what it left is not worth a doubt).
+  const dataVersion = db.prepare<{ data_version: number }, []>('PRAGMA data_version')
+  let seenVersion = dataVersion.get()!.data_version
+  const lookups = createLookupCache<Registration>({
+    changed: () => {
+      const version = dataVersion.get()!.data_version
+      if (version === seenVersion) return false
+      seenVersion = version
+      return true
+    },
+    now: () => performance.now(),
+    checkEveryMs: LOOKUP_CHECK_EVERY_MS,
+    maxEntries: LOOKUP_CACHE_ENTRIES,
+  })
+  function afterWrite<T>(write: () => T): T {
+    try {
+      return write()
+    } finally {
+      lookups.clear()
+    }
+  }
+
   const record = db.transaction((deliveries: readonly Delivery[]) => {
     const touched = new Set<string>()
     for (const d of deliveries) {
@@ -196,24 +228,27 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
   })
 
   return {
-    saveRegistration: (input, now, plan, options = {}) => save.immediate(input, now, plan, options),
-    removeRegistration: (selector, now, plan, guard) => remove.immediate(selector, now, plan, guard),
+    saveRegistration: (input, now, plan, options = {}) => afterWrite(() => save.immediate(input, now, plan, options)),
+    removeRegistration: (selector, now, plan, guard) => afterWrite(() => remove.immediate(selector, now, plan, guard)),
     getRegistration: get,
     listRegistrations: () => q.list.all().map(toRegistration),
     countRegistrations: () => q.count.get()!.n,
-    findByPushkey: (appId, pushkey) => {
-      const row = q.byPushkey.get(pushkey, appId)
-      return row ? toRegistration(row) : undefined
-    },
-    findBySelector: (appId, pushkey, selector) => {
-      const row = q.bySelector.get(selector, pushkey, appId)
-      return row ? toRegistration(row) : undefined
-    },
+    // Shared by every caller of the same key until a change: frozen, so none can alter another's.
+    findByPushkey: (appId, pushkey) =>
+      lookups.read(`${appId}\u0000${pushkey}`, () => {
+        const row = q.byPushkey.get(pushkey, appId)
+        return row ? Object.freeze(toRegistration(row)) : undefined
+      }),
+    findBySelector: (appId, pushkey, selector) =>
+      lookups.read(`${appId}\u0000${pushkey}\u0000${selector}`, () => {
+        const row = q.bySelector.get(selector, pushkey, appId)
+        return row ? Object.freeze(toRegistration(row)) : undefined
+      }),
     listByPushkey: (appId, pushkey) => q.allByPushkey.all(pushkey, appId).map(toRegistration),
     recordDeliveries: (deliveries) => record.immediate(deliveries),
     deliveries: (selector) => q.deliveries.all(selector).map(toDelivery),
     migrationNotes: () => notes,
-    forgetPushkey: (appId, pushkey, now) => q.forget.run(now, pushkey, appId).changes,
+    forgetPushkey: (appId, pushkey, now) => afterWrite(() => q.forget.run(now, pushkey, appId).changes),
     dueSelectors: (now, limit) => q.dueSelectors.all(now, limit).map((r) => r.selector),
     claimNextJob: (selector, now, leaseMs) =>
       db

@@ -9,6 +9,7 @@ import type { FakePnm } from '../fakes/pnm.ts'
 import type { FakeSynapse } from '../fakes/synapse.ts'
 import { APP_ID, SELECTOR, TOKEN, expectedPusherBody, fullNotification } from '../harness.ts'
 import { runBinary, startBinary, startExecutableFakes, stopExecutableFakes, type RunningBinary } from './binary.ts'
+import { runCommand } from '../cli/run.ts'
 
 let synapse: FakeSynapse
 let pnm: FakePnm
@@ -174,5 +175,33 @@ describe('the executable', () => {
     })
     expect(await afterRemoval.json()).toEqual({ rejected: [newToken] })
     expect(await third.stop()).toBe(0)
+  })
+
+  test('changes made by another process on the same database reach the next notification (tokens delete, a second instance)', async () => {
+    const shared = { ...env, PUSH_TOKEN_DB_PATH: join(dir, 'shared', 'tokens.db') }
+    const a = await startBinary(shared)
+    running.push(a)
+    const b = await startBinary(shared)
+    running.push(b)
+    const selector = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA:00000001'
+    const token = 'token-of-another-process'
+    const notify = (eventId: string) =>
+      post(`${a.url}/_matrix/push/v1/notify`, { notification: { event_id: eventId, room_id: '!room:example.org', counts: { unread: 1 }, devices: [{ app_id: APP_ID, pushkey: token }] } }).then((r) => r.json())
+
+    // Unknown to A; then reported to B: A's next notification finds it.
+    expect(await notify('$other-1')).toEqual({ rejected: [token] })
+    const report = await post(`${b.url}/api/client/push_token_report`, { selector, token_msgs: token, app_id_msgs: APP_ID, username: 'alice', password: 'alice-password' })
+    expect(report.status).toBe(200)
+    expect(await notify('$other-2')).toEqual({ rejected: [] })
+    expect(await notify('$other-3')).toEqual({ rejected: [] })
+    expect(pnm.bodies().filter((p) => p.DeviceToken === token).map((p) => p.Id)).toEqual(['$other-2', '$other-3'])
+
+    // Deleted by the operator's command while A runs: A's next notification rejects the pushkey.
+    const deleted = await runCommand(['tokens', 'delete', selector], shared)
+    expect(deleted.exitCode).toBe(0)
+    expect(await notify('$other-4')).toEqual({ rejected: [token] })
+    expect(pnm.bodies().filter((p) => p.DeviceToken === token)).toHaveLength(2)
+    expect(await a.stop()).toBe(0)
+    expect(await b.stop()).toBe(0)
   })
 })

@@ -63,6 +63,21 @@ for (const engine of engines) {
       await dispose()
     })
 
+    test('a lookup right after a write sees it: nothing remembered outlives a change', async () => {
+      expect(await store.findByPushkey(APP, 'tok-1')).toBeUndefined()
+      expect(await store.findBySelector(APP, 'tok-1', 'S1')).toBeUndefined()
+      await store.saveRegistration(row('S1', 'alice', 'tok-1'), 1_000, none)
+      expect((await store.findByPushkey(APP, 'tok-1'))?.selector).toBe('S1')
+      expect((await store.findBySelector(APP, 'tok-1', 'S1'))?.tokenMsgs).toBe('tok-1')
+      await store.saveRegistration(row('S1', 'alice', 'tok-2'), 2_000, none)
+      expect(await store.findByPushkey(APP, 'tok-1')).toBeUndefined()
+      expect(await store.findBySelector(APP, 'tok-1', 'S1')).toBeUndefined()
+      expect((await store.findByPushkey(APP, 'tok-2'))?.selector).toBe('S1')
+      await store.removeRegistration('S1', 3_000, none)
+      expect(await store.findByPushkey(APP, 'tok-2')).toBeUndefined()
+      expect(await store.findBySelector(APP, 'tok-2', 'S1')).toBeUndefined()
+    })
+
     test('a saved row reads back; saving again updates it and keeps its creation time', async () => {
       const first = await store.saveRegistration({ ...row('S1', 'alice', 'tok-1'), tokenCalls: 'voip-1', appIdCalls: `${APP}.voip` }, 1_000, none)
       expect(first).toEqual({ previous: undefined, jobs: [], refused: false, evicted: [] })

@@ -7,7 +7,7 @@ import { Database } from 'bun:sqlite'
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { MIGRATIONS, migrate } from '../../src/store/migrations.ts'
-import { openSqliteStore } from '../../src/store/sqlite.ts'
+import { LOOKUP_CHECK_EVERY_MS, openSqliteStore } from '../../src/store/sqlite.ts'
 import { tempDir } from '../harness.ts'
 
 const dir = tempDir('m2a-lookup-')
@@ -54,5 +54,60 @@ describe('pushkey lookup', () => {
     expect(indexes).toContain('registrations_pushkey_newest')
     expect(indexes).not.toContain('registrations_token_msgs')
     again.close()
+  })
+})
+
+describe('remembered lookups', () => {
+  test("another connection's commit is seen within LOOKUP_CHECK_EVERY_MS; this connection's own writes at once", async () => {
+    const path = join(dir, 'cache.db')
+    const store = openSqliteStore(path)
+    const other = new Database(path)
+    try {
+      // A miss, remembered; then the row arrives from elsewhere.
+      expect(await store.findByPushkey('app', 'tok')).toBeUndefined()
+      insert(other, 'SEL', 'tok', 100)
+      await Bun.sleep(LOOKUP_CHECK_EVERY_MS * 2)
+      expect((await store.findByPushkey('app', 'tok'))?.selector).toBe('SEL')
+      expect((await store.findBySelector('app', 'tok', 'SEL'))?.selector).toBe('SEL')
+
+      // Changed elsewhere (a new token), then deleted elsewhere (`tokens delete`).
+      other.run("UPDATE registrations SET token_msgs = 'tok2' WHERE selector = 'SEL'")
+      await Bun.sleep(LOOKUP_CHECK_EVERY_MS * 2)
+      expect(await store.findByPushkey('app', 'tok')).toBeUndefined()
+      expect(await store.findBySelector('app', 'tok', 'SEL')).toBeUndefined()
+      expect((await store.findBySelector('app', 'tok2', 'SEL'))?.tokenMsgs).toBe('tok2')
+
+      // This connection forgets the token (a PNM 404): no wait.
+      expect(await store.forgetPushkey('app', 'tok2', 200)).toBe(1)
+      expect(await store.findBySelector('app', 'tok2', 'SEL')).toBeUndefined()
+      expect(await store.findByPushkey('app', 'tok2')).toBeUndefined()
+
+      other.run("UPDATE registrations SET token_msgs = 'tok3', app_id_msgs = 'app' WHERE selector = 'SEL'")
+      await Bun.sleep(LOOKUP_CHECK_EVERY_MS * 2)
+      expect((await store.findByPushkey('app', 'tok3'))?.selector).toBe('SEL')
+      other.run("DELETE FROM registrations WHERE selector = 'SEL'")
+      await Bun.sleep(LOOKUP_CHECK_EVERY_MS * 2)
+      expect(await store.findByPushkey('app', 'tok3')).toBeUndefined()
+      expect(await store.findBySelector('app', 'tok3', 'SEL')).toBeUndefined()
+    } finally {
+      other.close()
+      await store.close()
+    }
+  })
+
+  test('a remembered account cannot be altered by the caller it was handed to', async () => {
+    const path = join(dir, 'frozen.db')
+    const other = new Database(path, { create: true })
+    migrate(other)
+    insert(other, 'SEL', 'tok', 100)
+    other.close()
+    const store = openSqliteStore(path)
+    try {
+      const first = (await store.findByPushkey('app', 'tok'))!
+      expect(() => ((first as { selector: string }).selector = 'X')).toThrow()
+      expect((await store.findByPushkey('app', 'tok'))?.selector).toBe('SEL')
+    } finally {
+      await store.close()
+    }
   })
 })
