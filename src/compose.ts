@@ -71,13 +71,13 @@ export const SERVICE_BUSY_TIMEOUT_MS = 50
 export function compose(config: Config, options: ComposeOptions = {}) {
   const now = options.now ?? Date.now
   const log = createLogger(config, options.logDestination)
-  const metrics = createMetrics({ defaults: options.defaultMetrics })
+  const pnm = createPnmClient({ url: config.pnmUrl, maxInflight: config.pnmMaxInflight, fetch: options.fetch })
+  const metrics = createMetrics({ defaults: options.defaultMetrics, pnmInflight: pnm.inflight })
   const store = options.store ?? openSqliteStore(config.dbPath, { busyTimeoutMs: SERVICE_BUSY_TIMEOUT_MS })
   const matrix =
     config.homeserverUrl === undefined
       ? undefined
       : createMatrixClient({ homeserverUrl: config.homeserverUrl, asToken: config.asToken, timeoutMs: config.matrixTimeoutMs, fetch: options.fetch })
-  const pnm = createPnmClient({ url: config.pnmUrl, maxInflight: config.pnmMaxInflight, fetch: options.fetch })
   const worker = createPusherWorker({
     store,
     matrix,

@@ -25,7 +25,7 @@ export const NOTIFICATION_OUTCOMES = [
 const everyOutcomeListed: Exclude<DeviceOutcome, (typeof NOTIFICATION_OUTCOMES)[number]> extends never ? true : never = true
 void everyOutcomeListed
 
-export function createMetrics(options: { defaults?: boolean } = {}) {
+export function createMetrics(options: { defaults?: boolean; pnmInflight?: () => number } = {}) {
   const registry = new Registry()
   const prefix = METRIC_PREFIX
   if (options.defaults) collectDefaultMetrics({ register: registry, prefix })
@@ -56,10 +56,14 @@ export function createMetrics(options: { defaults?: boolean } = {}) {
       labelNames: ['status'] as const,
       registers,
     }),
+    // Read from the PNM client at each scrape, not counted up and down on every request.
     pnmInflight: new Gauge({
       name: `${prefix}pnm_inflight_requests`,
       help: 'Requests to the Acrobits PNM in flight',
       registers,
+      collect() {
+        this.set(options.pnmInflight?.() ?? 0)
+      },
     }),
     pusherRegistrations: new Counter({
       name: `${prefix}pusher_registrations_total`,

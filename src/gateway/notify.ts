@@ -48,6 +48,22 @@ export type DeviceOutcome =
 /** Devices listed one by one in the access line; past this, counts per outcome. */
 export const LOGGED_DEVICES = 16
 
+/**
+ * Pushkey hashes of the access lines, remembered: the same phones get notification after
+ * notification, and a SHA-256 per device and line was a measurable part of a notify. Bounded; past
+ * it the memory starts over.
+ */
+const pushkeyHashes = new Map<string, string>()
+const PUSHKEY_HASHES_KEPT = 16_384
+function pushkeyHash(pushkey: string): string {
+  let hash = pushkeyHashes.get(pushkey)
+  if (hash === undefined) {
+    if (pushkeyHashes.size >= PUSHKEY_HASHES_KEPT) pushkeyHashes.clear()
+    pushkeyHashes.set(pushkey, (hash = tokenHash(pushkey)))
+  }
+  return hash
+}
+
 /** One device of one notification, as its log lines name it. */
 export class DeviceLog {
   #hash: string | undefined
@@ -61,7 +77,7 @@ export class DeviceLog {
   ) {}
 
   get pushkey(): string {
-    return (this.#hash ??= tokenHash(this.device.pushkey))
+    return (this.#hash ??= pushkeyHash(this.device.pushkey))
   }
 
   /** The fields of a line of its own about this device. */
@@ -164,8 +180,7 @@ export function createNotifyHandler(deps: NotifyDeps) {
       const started = performance.now()
       const sending = deps.pnm.send(request, Math.min(deps.config.pnmTimeoutMs, remaining))
       if (sending === undefined) return 'overloaded'
-      deps.metrics.pnmInflight.inc()
-      const answer = await sending.finally(() => deps.metrics.pnmInflight.dec())
+      const answer = await sending
       deps.metrics.pnmDuration.observe((performance.now() - started) / 1000)
       countAnswer(answer.kind === 'answer' ? String(answer.status) : answer.kind)
       trace.status = answer.kind === 'answer' ? answer.status : undefined

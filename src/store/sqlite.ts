@@ -188,7 +188,7 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
   // first time this connection writes for the account), not on every write: the journal briefly
   // holds up to PRUNE_EVERY extra rows, which `deliveries` never returns.
   const sincePrune = new Map<string, number>()
-  const PRUNE_EVERY = 10
+  const PRUNE_EVERY = 50
   // This connection's own commits leave data_version as it is: its writes of registrations forget
   // the remembered lookups themselves (a failed one too: what it left is not worth a doubt).
   const dataVersion = db.prepare<{ data_version: number }, []>('PRAGMA data_version')

@@ -24,6 +24,17 @@ function samples(text: string): Map<string, number> {
 }
 
 describe('/metrics', () => {
+  test('pnm_inflight_requests counts the PNM requests waiting for an answer at the scrape', async () => {
+    h = await startHarness()
+    expect((await h.report({ selector: SELECTOR, token_msgs: TOKEN, app_id_msgs: APP_ID, ...creds })).status).toBe(200)
+    h.pnm.behave(TOKEN, { kind: 'slow', ms: 400 })
+    const pending = h.notify({ event_id: '$slow', room_id: '!r:example.org', devices: [device()] })
+    await Bun.sleep(150)
+    expect(samples((await h.request('GET', '/metrics')).text).get('matrix2acrobits_pnm_inflight_requests')).toBe(1)
+    expect((await pending).status).toBe(200)
+    expect(samples((await h.request('GET', '/metrics')).text).get('matrix2acrobits_pnm_inflight_requests')).toBe(0)
+  })
+
   test('every metric the issue names, prefixed, counting what happened, with outcome series from zero', async () => {
     h = await startHarness()
     const fresh = await h.request('GET', '/metrics')
