@@ -88,5 +88,22 @@ describe('lookup cache', () => {
     expect(s.loads).toEqual(['a', 'b', 'c', 'd'])
     s.read('a')
     expect(s.loads).toEqual(['a', 'b', 'c', 'd', 'a'])
+    // Round and round: always the oldest goes, b then c.
+    s.read('e')
+    s.loads.length = 0
+    for (const k of ['d', 'a', 'e']) s.read(k)
+    expect(s.loads).toEqual([])
+    s.read('b')
+    expect(s.loads).toEqual(['b'])
+    s.read('a')
+    s.read('e')
+    s.read('d')
+    expect(s.loads).toEqual(['b', 'd'])
+    // After a clear it fills and evicts from the start again.
+    s.cache.clear()
+    s.loads.length = 0
+    for (const k of ['x', 'y', 'z', 'w', 'y', 'z', 'w', 'x']) s.read(k)
+    expect(s.loads).toEqual(['x', 'y', 'z', 'w', 'x'])
+    expect(s.cache.size).toBe(3)
   })
 })
