@@ -19,7 +19,7 @@ export interface LookupCache<V> {
 }
 
 export interface LookupCacheOptions {
-  /** True when the data changed since the last call (the first call only sets the baseline). */
+  /** True when the data changed since the last call. */
   changed: () => boolean
   now: () => number
   checkEveryMs: number

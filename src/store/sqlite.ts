@@ -26,6 +26,13 @@ export const LOOKUP_CHECK_EVERY_MS = 5
 /** About 400 bytes each: a few MiB for the phones that receive pushes at a time. */
 export const LOOKUP_CACHE_ENTRIES = 16_384
 
+/**
+ * One key per lookup, each part preceded by its length: Synapse's pushkeys and app ids may hold any
+ * character, so a separator could make ("app", "tok\0SEL") the key of ("app", "tok", "SEL").
+ */
+const lookupKey = (appId: string, pushkey: string, selector?: string) =>
+  `${appId.length}:${appId}${pushkey.length}:${pushkey}${selector === undefined ? '' : `${selector.length}:${selector}`}`
+
 function openConnection(path: string, options: { busyTimeoutMs?: number }): SyncTokenStore {
   createPrivateFile(path)
   const db = new Database(path, { create: true, strict: true })
@@ -183,12 +190,6 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
   })
 
 
-  // Rows written per account since its journal was last pruned. Pruning walks the account's newest
-  // JOURNAL_ROWS_PER_ACCOUNT index entries, so it runs when PRUNE_EVERY rows have arrived (or the
-  // first time this connection writes for the account), not on every write: the journal briefly
-  // holds up to PRUNE_EVERY extra rows, which `deliveries` never returns.
-  const sincePrune = new Map<string, number>()
-  const PRUNE_EVERY = 50
   // This connection's own commits leave data_version as it is: its writes of registrations forget
   // the remembered lookups themselves (a failed one too: what it left is not worth a doubt).
   const dataVersion = db.prepare<{ data_version: number }, []>('PRAGMA data_version')
@@ -212,6 +213,12 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
     }
   }
 
+  // Rows written per account since its journal was last pruned. Pruning walks the account's newest
+  // JOURNAL_ROWS_PER_ACCOUNT index entries, so it runs when PRUNE_EVERY rows have arrived (or the
+  // first time this connection writes for the account), not on every write: the journal briefly
+  // holds up to PRUNE_EVERY extra rows, which `deliveries` never returns.
+  const sincePrune = new Map<string, number>()
+  const PRUNE_EVERY = 50
   const record = db.transaction((deliveries: readonly Delivery[]) => {
     const touched = new Set<string>()
     for (const d of deliveries) {
@@ -235,12 +242,12 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
     countRegistrations: () => q.count.get()!.n,
     // Shared by every caller of the same key until a change: frozen, so none can alter another's.
     findByPushkey: (appId, pushkey) =>
-      lookups.read(`${appId}\u0000${pushkey}`, () => {
+      lookups.read(lookupKey(appId, pushkey), () => {
         const row = q.byPushkey.get(pushkey, appId)
         return row ? Object.freeze(toRegistration(row)) : undefined
       }),
     findBySelector: (appId, pushkey, selector) =>
-      lookups.read(`${appId}\u0000${pushkey}\u0000${selector}`, () => {
+      lookups.read(lookupKey(appId, pushkey, selector), () => {
         const row = q.bySelector.get(selector, pushkey, appId)
         return row ? Object.freeze(toRegistration(row)) : undefined
       }),

@@ -41,6 +41,16 @@ describe('POST /_matrix/push/v1/notify', () => {
     expect(h.pnm.requests).toHaveLength(0)
   })
 
+  test('a pushkey that is a stored one with a selector glued on is unknown, also after that account was notified', async () => {
+    await registered()
+    const named = { ...device(), data: { format: 'event_id_only', selector: SELECTOR } }
+    expect((await h.notify({ ...eventIdOnly('$named'), devices: [named] })).json).toEqual({ rejected: [] })
+    const glued = `${TOKEN}\u0000${SELECTOR}`
+    const res = await h.notify(eventIdOnly('$glued', glued))
+    expect(res.json).toEqual({ rejected: [glued] })
+    expect(h.pnm.bodies().map((b) => b.Id)).toEqual(['$named'])
+  })
+
   test('badge-only updates never reach the phone', async () => {
     await registered()
     const res = await h.notify({ id: '', type: null, sender: '', counts: { unread: 0 }, devices: [device()] })

@@ -95,6 +95,26 @@ describe('remembered lookups', () => {
     }
   })
 
+  test('lookups of different parts never share a remembered answer, whatever characters the parts hold', async () => {
+    const path = join(dir, 'keys.db')
+    const other = new Database(path, { create: true })
+    migrate(other)
+    insert(other, 'SEL', 'tok', 100)
+    other.close()
+    const store = openSqliteStore(path)
+    try {
+      expect((await store.findBySelector('app', 'tok', 'SEL'))?.selector).toBe('SEL')
+      expect((await store.findByPushkey('app', 'tok'))?.selector).toBe('SEL')
+      // Synapse passes pushkeys and app ids as sent: a separator character is just a character.
+      expect(await store.findByPushkey('app', 'tok\u0000SEL')).toBeUndefined()
+      expect(await store.findByPushkey('app\u0000tok', '')).toBeUndefined()
+      expect(await store.findBySelector('app', 'tok\u0000', 'SEL')).toBeUndefined()
+      expect(await store.findBySelector('ap', 'p', 'tok')).toBeUndefined()
+    } finally {
+      await store.close()
+    }
+  })
+
   test('a remembered account cannot be altered by the caller it was handed to', async () => {
     const path = join(dir, 'frozen.db')
     const other = new Database(path, { create: true })
