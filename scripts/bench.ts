@@ -15,10 +15,18 @@
  *   npm run bench -- --quick      (about 1½ minutes: shorter measurements)
  *   npm run bench -- --cpu        (about 1 minute: only CPU per notify at concurrency 16, against the
  *                                  Elysia forwarder, --reps times; for trying a change)
+ *   npm run bench -- --memory     (about 1 minute: only the memory run below, the service against the
+ *                                  Elysia forwarder)
+ *     --before REF                 with --cpu or --memory: also the service as built from git commit
+ *                                  REF, alternating with the working tree's, compared by medians
+ *     --env K=V                    with --cpu or --memory: set K=V for the working tree's service
+ *                                  (repeatable)
+ *   --pin                          servers on CPU 1, the load generator on CPU 0 (taskset): on two
+ *                                  cores a few per cent of noise instead of ±30 %
  *   npm run bench -- --out f.json (where the JSON goes; default: a timestamped file in the temp dir)
  */
 import { Database } from 'bun:sqlite'
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { cpus, freemem, loadavg, tmpdir, totalmem } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -44,6 +52,10 @@ const { values: args } = parseArgs({
     'large-table': { type: 'string' },
     cpu: { type: 'boolean' },
     reps: { type: 'string' },
+    before: { type: 'string' },
+    env: { type: 'string', multiple: true },
+    pin: { type: 'boolean' },
+    memory: { type: 'boolean' },
   },
 })
 const quick = args.quick === true
@@ -66,6 +78,11 @@ interface Target {
   logFile?: string
 }
 
+const SERVER_CPU = 1
+const LOAD_CPU = 0
+/** The command prefix that keeps a process on one CPU, with --pin. */
+const pinned = (cpu: number) => (args.pin ? ['taskset', '-c', String(cpu)] : [])
+
 function freePort(): number {
   const probe = Bun.serve({ hostname: '127.0.0.1', port: 0, fetch: () => new Response() })
   const port = probe.port!
@@ -79,6 +96,12 @@ function cpuMs(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   // Fields 14 and 15 of proc(5); the slice starts at field 3.
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK
+}
+
+/** Minor page faults of the process so far (proc(5) stat field 10). */
+function minorFaults(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7])
 }
 
 /** Peak resident set size (VmHWM) in MiB. */
@@ -118,7 +141,7 @@ async function waitHealthy(url: string, proc: ReturnType<typeof Bun.spawn>, star
 async function startTarget(name: string, exe: string, env: Record<string, string>, logFile: string): Promise<Target & { readyMs: number }> {
   const port = freePort()
   const started = performance.now()
-  const proc = Bun.spawn([exe], {
+  const proc = Bun.spawn([...pinned(SERVER_CPU), exe], {
     env: { PATH: process.env.PATH ?? '', PORT: String(port), PROXY_HOST: '127.0.0.1', PROXY_PORT: String(port), ...env },
     stdout: Bun.file(logFile),
     stderr: 'inherit',
@@ -171,7 +194,7 @@ async function measure(
     seed: runCounter * 7919,
     expectBody: kind === 'report' ? '{}' : '{"rejected":[]}',
   }
-  const driver = Bun.spawn(['node', loadJs, JSON.stringify(spec)], { stdin: 'pipe', stdout: 'pipe', stderr: 'inherit' })
+  const driver = Bun.spawn([...pinned(LOAD_CPU), 'node', loadJs, JSON.stringify(spec)], { stdin: 'pipe', stdout: 'pipe', stderr: 'inherit' })
   const reader = driver.stdout.getReader()
   const decoder = new TextDecoder()
   let buffered = ''
@@ -190,11 +213,13 @@ async function measure(
   }
   await nextLine() // warm
   const cpuBefore = cpuMs(target.pid)
+  const faultsBefore = minorFaults(target.pid)
   if (options.resetPeak !== false) resetPeakRss(target.pid)
   driver.stdin.write('go\n')
   await driver.stdin.flush()
   const result = (await nextLine()) as LoadResult
   const cpuAfter = cpuMs(target.pid)
+  const faults = minorFaults(target.pid) - faultsBefore
   const peak = peakRssMiB(target.pid)
   await driver.exited
   const m: Measurement = {
@@ -209,7 +234,7 @@ async function measure(
   process.stderr.write(
     `  ${target.name.padEnd(14)} ${kind.padEnd(20)} c=${String(connections).padEnd(3)} ` +
       `${m.perSecond.toFixed(0).padStart(6)}/s  p50 ${m.latencyMs.p50.toFixed(2)} ms  p99 ${m.latencyMs.p99.toFixed(2)} ms  ` +
-      `cpu ${m.cpuUsPerRequest.toFixed(0)} µs/notify  peak ${m.peakRssMiB.toFixed(1)} MiB${failed ? `  FAILED ${failed}` : ''}\n`,
+      `cpu ${m.cpuUsPerRequest.toFixed(0)} µs/notify  ${(faults / Math.max(1, m.ok)).toFixed(2)} faults/notify  peak ${m.peakRssMiB.toFixed(1)} MiB${failed ? `  FAILED ${failed}` : ''}\n`,
   )
   if (failed > 0) {
     throw new Error(`${target.name}: ${m.non2xx} non-2xx, ${m.errors} errors, ${m.timeouts} timeouts, ${m.mismatches} wrong bodies`)
@@ -293,6 +318,7 @@ function proxyEnvFor(pnmUrl: string, db: string) {
  */
 async function cpuOnly(o: {
   exe: string
+  beforeExe?: string
   elysiaExe: string
   baselineExe: string
   dir: string
@@ -301,16 +327,22 @@ async function cpuOnly(o: {
   baseEnv: Record<string, string>
 }) {
   const reps = Number(args.reps ?? 3)
-  const proxy = await startTarget('proxy', o.exe, o.env, join(o.dir, 'cpu-proxy.log'))
-  o.children.push(proxy)
-  const elysia = await startTarget('elysia', o.elysiaExe, o.baseEnv, join(o.dir, 'cpu-elysia.log'))
-  o.children.push(elysia)
-  const bare = await startTarget('baseline', o.baselineExe, o.baseEnv, join(o.dir, 'cpu-bare.log'))
-  o.children.push(bare)
-  const runs: Record<string, number[]> = { proxy: [], elysia: [], baseline: [] }
+  const targets: Target[] = []
+  const start = async (name: string, exe: string, env: Record<string, string>) => {
+    const t = await startTarget(name, exe, env, join(o.dir, `cpu-${name}.log`))
+    o.children.push(t)
+    targets.push(t)
+    return t
+  }
+  const proxy = await start('proxy', o.exe, { ...o.env, ...envArgs() })
+  if (o.beforeExe) await start('before', o.beforeExe, o.env)
+  await start('elysia', o.elysiaExe, o.baseEnv)
+  await start('baseline', o.baselineExe, o.baseEnv)
+  const runs: Record<string, number[]> = Object.fromEntries(targets.map((t) => [t.name, []]))
   for (let rep = 0; rep < reps; rep++) {
     for (const kind of ['notify-full', 'notify-event-id-only'] as const) {
-      const order = rep % 2 === 0 ? [elysia, proxy, bare] : [proxy, bare, elysia]
+      // A different order each time: what runs first after a pause must not always be the same.
+      const order = targets.map((_, i) => targets[(i + rep * 2 + (kind === 'notify-full' ? 0 : 1)) % targets.length]!)
       for (const t of order) runs[t.name]!.push((await measure(t, kind, 16, SMALL_TABLE)).cpuUsPerRequest)
     }
   }
@@ -323,7 +355,55 @@ async function cpuOnly(o: {
     `CPU µs per notify at concurrency 16, median of ${runs.proxy!.length}: proxy ${f(p, 1)}, Elysia forwarder ${f(e, 1)} ` +
       `(×${f(p / e, 2)}), bare forwarder ${f(b, 1)} (×${f(p / b, 2)}); proxy log ${logLines.length} lines`,
   )
-  for (const t of [proxy, elysia, bare]) await stopTarget(t)
+  if (runs.before) {
+    const before = med(runs.before)
+    console.log(`before (${args.before}): ${f(before, 1)} (×${f(before / e, 2)} the Elysia forwarder); working tree / before ×${f(p / before, 3)}`)
+    console.log(`  runs: proxy ${runs.proxy!.map((x) => f(x, 0)).join(' ')}; before ${runs.before.map((x) => f(x, 0)).join(' ')}`)
+  }
+  for (const t of targets) await stopTarget(t)
+}
+
+/**
+ * Peak RSS after MEMORY_RUN notifications with distinct event IDs, each target fresh: the
+ * duplicate filter remembers every one of them.
+ */
+async function memoryRuns(targets: (readonly [string, string, Record<string, string>])[], dir: string, children: Target[]) {
+  const memory: Record<string, { idleMiB: number; peakMiB: number; run: Measurement }> = {}
+  for (const [key, file, env] of targets) {
+    const t = await startTarget(`${key}-memory`, file, env, join(dir, `memory-${key}.log`))
+    children.push(t)
+    const idleMiB = rssMiB(t.pid)
+    const run = await measure(t, 'notify-full', 16, SMALL_TABLE, { amount: MEMORY_RUN, resetPeak: false })
+    memory[key] = { idleMiB, peakMiB: peakRssMiB(t.pid), run }
+    await stopTarget(t)
+  }
+  return memory
+}
+
+/** --env K=V pairs. */
+function envArgs(): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const pair of args.env ?? []) {
+    const eq = pair.indexOf('=')
+    if (eq <= 0) throw new Error(`--env wants K=V, not ${pair}`)
+    env[pair.slice(0, eq)] = pair.slice(eq + 1)
+  }
+  return env
+}
+
+/** The service's executable as of git commit `ref`: its tree exported into `dir`, built there. */
+function buildAtCommit(ref: string, dir: string): string {
+  const src = join(dir, 'before-src')
+  mkdirSync(src)
+  const archive = Bun.spawnSync(['git', '-C', root, 'archive', '--format=tar', ref, 'src', 'package.json'], { stderr: 'inherit' })
+  if (archive.exitCode !== 0) throw new Error(`git archive ${ref} failed`)
+  const untar = Bun.spawnSync(['tar', '-x', '-C', src], { stdin: archive.stdout, stderr: 'inherit' })
+  if (untar.exitCode !== 0) throw new Error('could not unpack the earlier tree')
+  // Its imports resolve against this checkout's installed packages.
+  symlinkSync(join(root, 'node_modules'), join(src, 'node_modules'))
+  const exe = join(dir, 'matrix2acrobits-before')
+  buildExecutable(exe, undefined, join(src, 'src/main.ts'))
+  return exe
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -370,8 +450,22 @@ async function main() {
     const reportsDb = join(dir, 'reports', 'tokens.db')
     mkdirSync(join(dir, 'reports'))
     const small = seedTokens(smallDb, SMALL_TABLE)
-    if (args.cpu) {
-      await cpuOnly({ exe, elysiaExe, baselineExe, dir, children, env: { ...proxyEnvFor(pnm.url, smallDb) }, baseEnv: { PNM_URL: pnm.url, SYNAPSE_URL: synapse.url, AS_TOKEN } })
+    if (args.cpu || args.memory) {
+      const beforeExe = args.before === undefined ? undefined : buildAtCommit(args.before, dir)
+      if (args.memory) {
+        const targets: [string, string, Record<string, string>][] = [
+          ['elysia', elysiaExe, { PNM_URL: pnm.url, SYNAPSE_URL: synapse.url, AS_TOKEN }],
+          ['proxy', exe, { ...proxyEnvFor(pnm.url, smallDb), ...envArgs() }],
+        ]
+        if (beforeExe) targets.push(['before', beforeExe, proxyEnvFor(pnm.url, smallDb)])
+        const memory = await memoryRuns(targets, dir, children)
+        const e = memory.elysia!.peakMiB
+        for (const [name, m] of Object.entries(memory)) {
+          console.log(`${name}: idle ${f(m.idleMiB, 1)} MiB, peak after ${f(MEMORY_RUN)} notifications ${f(m.peakMiB, 1)} MiB (×${f(m.peakMiB / e, 2)} the Elysia forwarder)`)
+        }
+        return
+      }
+      await cpuOnly({ exe, beforeExe, elysiaExe, baselineExe, dir, children, env: { ...proxyEnvFor(pnm.url, smallDb) }, baseEnv: { PNM_URL: pnm.url, SYNAPSE_URL: synapse.url, AS_TOKEN } })
       return
     }
     process.stderr.write(`seeding ${f(LARGE_TABLE)} tokens...\n`)
@@ -412,18 +506,11 @@ async function main() {
     // Peak RSS after 100,000 notifications with distinct event IDs, each target fresh: the
     // duplicate filter remembers every one of them.
     process.stderr.write(`memory: ${f(MEMORY_RUN)} distinct notifications into fresh processes...\n`)
-    const memory: Record<'proxy' | 'elysia', { idleMiB: number; peakMiB: number; run: Measurement }> = {} as never
-    for (const [key, file, env] of [
+    const runs = await memoryRuns([
       ['elysia', elysiaExe, baseEnv],
       ['proxy', exe, proxyEnv(smallDb)],
-    ] as const) {
-      const t = await startTarget(`${key}-memory`, file, env, join(dir, `memory-${key}.log`))
-      children.push(t)
-      const idleMiB = rssMiB(t.pid)
-      const run = await measure(t, 'notify-full', 16, SMALL_TABLE, { amount: MEMORY_RUN, resetPeak: false })
-      memory[key] = { idleMiB, peakMiB: peakRssMiB(t.pid), run }
-      await stopTarget(t)
-    }
+    ], dir, children)
+    const memory = { elysia: runs.elysia!, proxy: runs.proxy! }
 
     // Throughput, latency, CPU and memory at each concurrency, the baselines and proxy back to back.
     const baseline = await startTarget('baseline', baselineExe, baseEnv, join(dir, 'baseline.log'))

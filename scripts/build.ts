@@ -24,13 +24,16 @@ export const RELEASE_TARGETS = ['bun-linux-x64', 'bun-linux-x64-baseline', 'bun-
 
 const root = join(import.meta.dir, '..')
 
-/** `entry` is the service by default; the benchmark's baseline is built with the same flags. */
+/**
+ * `entry` (relative to the checkout, or absolute) is the service by default; the benchmark's
+ * baselines, and an earlier commit it compares with, are built with the same flags.
+ */
 export function buildExecutable(outfile: string, target?: string, entry = 'src/main.ts') {
   outfile = resolve(outfile)
   mkdirSync(dirname(outfile), { recursive: true })
   const args = [
     'build',
-    join(root, entry),
+    resolve(root, entry),
     '--compile',
     '--minify-whitespace',
     '--minify-syntax',

@@ -6,13 +6,20 @@
  * (the same event to the same pushkey under a second app id) lives from its newest delivery; its
  * earlier one keeps its place in the count until it ages out.
  *
- * Fixed memory, allocated once: each (event, pushkey) is kept as a 128-bit fingerprint (SHA-256,
- * salted with 128 random bits per process, truncated) in a ring of typed arrays, oldest first, with
- * an open-addressing index over the ring. About 32 bytes an entry whatever the length of the event
- * ID or pushkey (6.5 MiB at the default 200,000), and no garbage per notification: a string key per
+ * Bounded memory: each (event, pushkey) is kept as a 128-bit fingerprint (SHA-256, salted with 128
+ * random bits per process, truncated) in a ring of typed arrays, oldest first, with an
+ * open-addressing index over the ring. About 32 bytes an entry whatever the length of the event ID
+ * or pushkey (6.9 MiB at the default 200,000), and no garbage per notification: a string key per
  * entry in a Map cost ~55 MiB of peak RSS per 100,000 entries. Two different keys share a
  * fingerprint with a chance of 2^-128 per pair, ~6 × 10^-34 per lookup at the cap; the salt keeps
  * anyone from choosing keys that collide.
+ *
+ * The ring starts at INITIAL_SLOTS and doubles when full, up to the cap: a service delivering a
+ * few thousand pushes an hour holds kilobytes, not the cap's megabytes. That is more than the
+ * megabytes themselves: the JavaScript engine counts array buffers into the heap size it sizes
+ * its collection cycles by, and with the whole cap allocated at start the service's peak RSS
+ * under load was ~15 MiB higher (scripts/bench.ts --memory). A doubling copies the ring and
+ * rebuilds the index once (a few ms at 100,000 entries; at most a dozen times in a process's life).
  */
 import { getRandomValues } from 'node:crypto'
 
@@ -23,6 +30,8 @@ export interface Dedupe {
 
 export const DEDUPE_TTL_MS = 60 * 60 * 1000
 export const DEDUPE_MAX_ENTRIES = 200_000
+/** The ring's first size; it doubles from here as entries arrive, up to the cap. */
+export const INITIAL_SLOTS = 4096
 
 /**
  * What the notify handler asks before and after a PNM call. `claim` answers at once (no promise)
@@ -51,21 +60,58 @@ export function inProcessFilter(dedupe: Dedupe): DuplicateFilter {
 /** Marks a ring slot whose key was remembered again later: it is no longer in the index. */
 const MOVED = -Infinity
 
-export function createDedupe(options: { now: () => number; ttlMs?: number; maxEntries?: number }): Dedupe {
+export function createDedupe(options: {
+  now: () => number
+  ttlMs?: number
+  maxEntries?: number
+  initialSlots?: number
+}): Dedupe & { /** How many entries the ring has room for now. */ slots(): number } {
   const ttl = options.ttlMs ?? DEDUPE_TTL_MS
   const capacity = Math.max(1, options.maxEntries ?? DEDUPE_MAX_ENTRIES)
   const salt = Buffer.from(getRandomValues(new Uint8Array(16))).toString('hex')
 
-  // The ring: slot i holds fingerprint words fps[4i..4i+3] and the time it was remembered.
-  const fps = new Uint32Array(capacity * 4)
-  const ats = new Float64Array(capacity)
+  // The ring: slot i holds fingerprint words fps[4i..4i+3] and the time it was remembered; `slots`
+  // of them allocated, the entries from `head` on, wrapping at `slots`.
+  let slots = Math.min(capacity, Math.max(1, options.initialSlots ?? INITIAL_SLOTS))
+  let fps = new Uint32Array(slots * 4)
+  let ats = new Float64Array(slots)
   let head = 0 // oldest slot
   let count = 0
   // The index: ring slot + 1 (0 = empty), linear probing, at most half full.
-  let size = 2
-  while (size < capacity * 2) size *= 2
-  const index = new Int32Array(size)
-  const mask = size - 1
+  let index = new Int32Array(0)
+  let mask = 0
+  const buildIndex = () => {
+    let size = 2
+    while (size < slots * 2) size *= 2
+    index = new Int32Array(size)
+    mask = size - 1
+    for (let i = 0; i < count; i++) {
+      const slot = (head + i) % slots
+      if (ats[slot] === MOVED) continue
+      let p = fps[slot * 4]! & mask
+      while (index[p] !== 0) p = (p + 1) & mask
+      index[p] = slot + 1
+    }
+  }
+  buildIndex()
+
+  /** A full ring below the cap: twice the slots (at most the cap), entries from 0 on, a new index. */
+  function grow() {
+    const bigger = Math.min(capacity, slots * 2)
+    const nextFps = new Uint32Array(bigger * 4)
+    const nextAts = new Float64Array(bigger)
+    // Oldest first from slot 0: the part from head to the end, then the wrapped part.
+    const tail = slots - head
+    nextFps.set(fps.subarray(head * 4), 0)
+    nextFps.set(fps.subarray(0, head * 4), tail * 4)
+    nextAts.set(ats.subarray(head), 0)
+    nextAts.set(ats.subarray(0, head), tail)
+    fps = nextFps
+    ats = nextAts
+    slots = bigger
+    head = 0
+    buildIndex()
+  }
 
   // One SHA-256 into a reused buffer; the event ID's length first, so that no two (event, pushkey)
   // pairs make the same input.
@@ -114,11 +160,12 @@ export function createDedupe(options: { now: () => number; ttlMs?: number; maxEn
         }
       }
     }
-    head = head + 1 === capacity ? 0 : head + 1
+    head = head + 1 === slots ? 0 : head + 1
     count--
   }
 
   return {
+    slots: () => slots,
     seen(pushkey, eventId) {
       fingerprint(pushkey, eventId)
       const p = find()
@@ -127,6 +174,7 @@ export function createDedupe(options: { now: () => number; ttlMs?: number; maxEn
     remember(pushkey, eventId) {
       const now = options.now()
       while (count > 0 && (count === capacity || ats[head]! + ttl <= now)) dropHead()
+      if (count === slots) grow()
       fingerprint(pushkey, eventId)
       const existing = find()
       if (existing >= 0) {
@@ -135,7 +183,7 @@ export function createDedupe(options: { now: () => number; ttlMs?: number; maxEn
         unindex(existing)
       }
       let slot = head + count
-      if (slot >= capacity) slot -= capacity
+      if (slot >= slots) slot -= slots
       fps.set(words, slot * 4)
       ats[slot] = now
       count++

@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { heapStats } from 'bun:jsc'
 import fc from 'fast-check'
-import { createDedupe, DEDUPE_TTL_MS } from '../../src/gateway/dedupe.ts'
+import { createDedupe, DEDUPE_TTL_MS, INITIAL_SLOTS } from '../../src/gateway/dedupe.ts'
 import { planPusherCalls } from '../../src/report/plan.ts'
 import type { Registration } from '../../src/store/types.ts'
 
@@ -82,10 +82,12 @@ describe('dedupe', () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 12 }),
+        // From one slot up: the ring doubles while it holds entries, expired ones and moved ones.
+        fc.integer({ min: 1, max: 16 }),
         fc.array(fc.tuple(fc.constantFrom('remember', 'seen'), fc.integer({ min: 0, max: 20 }), fc.integer({ min: 0, max: 3 }), fc.integer({ min: 0, max: 30 })), { maxLength: 300 }),
-        (max, ops) => {
+        (max, initialSlots, ops) => {
           let now = 0
-          const d = createDedupe({ now: () => now, ttlMs: 100, maxEntries: max })
+          const d = createDedupe({ now: () => now, ttlMs: 100, maxEntries: max, initialSlots })
           const ref = referenceDedupe(100, max, () => now)
           for (const [op, event, pushkey, step] of ops) {
             now += step
@@ -121,6 +123,48 @@ describe('dedupe', () => {
     let older = 0
     for (let i = 0; i < max; i++) if (d.seen(`pk${i % 97}`, `$event-${i}`)) older++
     expect(older).toBe(0)
+  })
+
+  test('grows with what it holds, doubling up to its cap and never past it', () => {
+    let now = 0
+    const max = 20_000
+    const d = createDedupe({ now: () => now, ttlMs: 1_000_000, maxEntries: max })
+    expect(d.slots()).toBe(INITIAL_SLOTS)
+    for (let i = 0; i < INITIAL_SLOTS; i++) d.remember('pk', `$a${i}`)
+    expect(d.slots()).toBe(INITIAL_SLOTS)
+    d.remember('pk', '$one-more')
+    expect(d.slots()).toBe(INITIAL_SLOTS * 2)
+    for (let i = 0; i < max * 2; i++) {
+      now++
+      d.remember('pk', `$b${i}`)
+    }
+    expect(d.slots()).toBe(max)
+    // Every entry of the last `max` found after the doublings and the wrap, none older.
+    let kept = 0
+    for (let i = max; i < max * 2; i++) if (d.seen('pk', `$b${i}`)) kept++
+    expect(kept).toBe(max)
+    expect(d.seen('pk', `$b${max - 1}`)).toBe(false)
+    expect(d.seen('pk', '$a0')).toBe(false)
+    // A ring that wraps (its oldest entries expired) and then fills grows with every entry and its
+    // time in place.
+    let t = 0
+    const wrapped = createDedupe({ now: () => t, ttlMs: 10, maxEntries: 100, initialSlots: 4 })
+    for (const [at, e] of [[0, '$a0'], [1, '$a1'], [2, '$a2'], [3, '$a3'], [10, '$b0'], [10, '$b1']] as const) {
+      t = at
+      wrapped.remember('pk', e)
+    }
+    expect(wrapped.slots()).toBe(8)
+    t = 10.5
+    expect(['$a0', '$a1', '$a2', '$a3', '$b0', '$b1'].map((e) => wrapped.seen('pk', e))).toEqual([false, true, true, true, true, true])
+    t = 12
+    expect(['$a1', '$a2', '$a3', '$b0', '$b1'].map((e) => wrapped.seen('pk', e))).toEqual([false, false, true, true, true])
+    // Entries that expire make room: a ring that is never full never grows.
+    const small = createDedupe({ now: () => now, ttlMs: 10, maxEntries: max })
+    for (let i = 0; i < max; i++) {
+      now++
+      small.remember('pk', `$c${i}`)
+    }
+    expect(small.slots()).toBe(INITIAL_SLOTS)
   })
 
   test('keeps nothing of the keys it remembers: memory does not grow with entries or key length', () => {
