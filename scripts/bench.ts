@@ -11,19 +11,20 @@
  * cancels out; CPU time per notification (utime + stime of the server process / requests) is the
  * steadiest of them. The result is printed as a Markdown table and written as JSON.
  *
- *   npm run bench                 (about 5 minutes)
- *   npm run bench -- --quick      (about 1½ minutes: shorter measurements)
- *   npm run bench -- --cpu        (about 1 minute: only CPU per notify at concurrency 16, against the
- *                                  Elysia forwarder, --reps times; for trying a change)
- *   npm run bench -- --memory     (about 1 minute: only the memory run below, the service against the
- *                                  Elysia forwarder)
+ *   npm run bench:notify          (about 7 minutes; `npm run bench` runs it, then the messaging and
+ *                                  send benchmarks)
+ *   npm run bench:notify -- --quick   (shorter measurements)
+ *   npm run bench:notify -- --cpu     (only CPU per notify at concurrency 16, against the Elysia
+ *                                      forwarder, --reps times (default 3); for trying a change)
+ *   npm run bench:notify -- --memory  (only the memory run below, the service against the Elysia
+ *                                      forwarder)
  *     --before REF                 with --cpu or --memory: also the service as built from git commit
  *                                  REF, alternating with the working tree's, compared by medians
  *     --env K=V                    with --cpu or --memory: set K=V for the working tree's service
  *                                  (repeatable)
  *   --pin                          servers on CPU 1, the load generator on CPU 0 (taskset): on two
  *                                  cores a few per cent of noise instead of ±30 %
- *   npm run bench -- --out f.json (where the JSON goes; default: a timestamped file in the temp dir)
+ *   --out f.json                   where the JSON goes; default: a timestamped file in the temp dir
  */
 import { Database } from 'bun:sqlite'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
