@@ -81,13 +81,13 @@ export function createDedupe(options: {
   // The index: ring slot + 1 (0 = empty), linear probing, at most half full.
   let index = new Int32Array(0)
   let mask = 0
+  /** A new index over the ring; only ever called unwrapped (head 0): at start and after a doubling. */
   const buildIndex = () => {
     let size = 2
     while (size < slots * 2) size *= 2
     index = new Int32Array(size)
     mask = size - 1
-    for (let i = 0; i < count; i++) {
-      const slot = (head + i) % slots
+    for (let slot = 0; slot < count; slot++) {
       if (ats[slot] === MOVED) continue
       let p = fps[slot * 4]! & mask
       while (index[p] !== 0) p = (p + 1) & mask

@@ -158,6 +158,15 @@ describe('dedupe', () => {
     expect(['$a0', '$a1', '$a2', '$a3', '$b0', '$b1'].map((e) => wrapped.seen('pk', e))).toEqual([false, true, true, true, true, true])
     t = 12
     expect(['$a1', '$a2', '$a3', '$b0', '$b1'].map((e) => wrapped.seen('pk', e))).toEqual([false, false, true, true, true])
+    // The same with a cap of 6: after the doubling the oldest kept entry (a1) is the first to go.
+    t = 0
+    const capped = createDedupe({ now: () => t, ttlMs: 10, maxEntries: 6, initialSlots: 4 })
+    for (const [at, e] of [[0, '$a0'], [1, '$a1'], [2, '$a2'], [3, '$a3'], [10, '$b0'], [10, '$b1'], [10.5, '$c0'], [10.5, '$c1']] as const) {
+      t = at
+      capped.remember('pk', e)
+    }
+    expect(capped.slots()).toBe(6)
+    expect(['$a1', '$a2', '$a3', '$b0', '$b1', '$c0', '$c1'].map((e) => capped.seen('pk', e))).toEqual([false, true, true, true, true, true, true])
     // Entries that expire make room: a ring that is never full never grows.
     const small = createDedupe({ now: () => now, ttlMs: 10, maxEntries: max })
     for (let i = 0; i < max; i++) {
