@@ -20,6 +20,16 @@ const insert = (db: Database, selector: string, token: string, updatedAt: number
     [selector, token, updatedAt],
   )
 
+/** A store on a new file `name` holding one account, SEL with pushkey `tok` of app `app`. */
+function storeHoldingOneRow(name: string) {
+  const path = join(dir, name)
+  const db = new Database(path, { create: true })
+  migrate(db)
+  insert(db, 'SEL', 'tok', 100)
+  db.close()
+  return openSqliteStore(path)
+}
+
 describe('pushkey lookup', () => {
   test('uses the index and no sort', () => {
     const db = new Database(':memory:')
@@ -96,12 +106,7 @@ describe('remembered lookups', () => {
   })
 
   test('lookups of different parts never share a remembered answer, whatever characters the parts hold', async () => {
-    const path = join(dir, 'keys.db')
-    const other = new Database(path, { create: true })
-    migrate(other)
-    insert(other, 'SEL', 'tok', 100)
-    other.close()
-    const store = openSqliteStore(path)
+    const store = storeHoldingOneRow('keys.db')
     try {
       expect((await store.findBySelector('app', 'tok', 'SEL'))?.selector).toBe('SEL')
       expect((await store.findByPushkey('app', 'tok'))?.selector).toBe('SEL')
@@ -116,12 +121,7 @@ describe('remembered lookups', () => {
   })
 
   test('a remembered account cannot be altered by the caller it was handed to', async () => {
-    const path = join(dir, 'frozen.db')
-    const other = new Database(path, { create: true })
-    migrate(other)
-    insert(other, 'SEL', 'tok', 100)
-    other.close()
-    const store = openSqliteStore(path)
+    const store = storeHoldingOneRow('frozen.db')
     try {
       const first = (await store.findByPushkey('app', 'tok'))!
       expect(() => ((first as { selector: string }).selector = 'X')).toThrow()
