@@ -12,6 +12,16 @@ import { startMessaging, type Messaging } from './support.ts'
 
 const { cleanups, schema } = pgTestScope()
 
+/** A service on a fresh schema reached through a relay the test can cut and restore. */
+async function messagingBehindRelay() {
+  const s = await schema()
+  const relay = startPgRelay(s.url)
+  cleanups.push(() => relay.stop())
+  const h = await startMessaging({ env: { DATABASE_URL: relay.url(s.url) } })
+  cleanups.push(() => h.close())
+  return { relay, h }
+}
+
 async function twoInstances(): Promise<[Messaging, Messaging]> {
   const s = await schema()
   const start = async () => {
@@ -65,11 +75,7 @@ describe.skipIf(pgSkipped())('messaging on two instances sharing PostgreSQL', ()
     expect(sent.json.sent_smss.map((m: { sms_id: string }) => m.sms_id)).toEqual([first.json.sms_id])
   })
   test('database unreachable: transactions and fetches answer 503 (nothing lost, Synapse and the app retry); both work again when it returns', async () => {
-    const s = await schema()
-    const relay = startPgRelay(s.url)
-    cleanups.push(() => relay.stop())
-    const h = await startMessaging({ env: { DATABASE_URL: relay.url(s.url) } })
-    cleanups.push(() => h.close())
+    const { relay, h } = await messagingBehindRelay()
     expect((await h.fetch('bob')).status).toBe(200)
     relay.cut()
     const events = [...directChatSetup(room, alice, bob), text({ room, sender: alice }, 'while the database was away')]
@@ -87,11 +93,7 @@ describe.skipIf(pgSkipped())('messaging on two instances sharing PostgreSQL', ()
     expect(got.json.received_smss.map((m: { sms_text: string }) => m.sms_text)).toEqual(['while the database was away'])
   }, 30_000)
   test('jobs: after the database was away, the worker asks again by itself and runs what was queued', async () => {
-    const s = await schema()
-    const relay = startPgRelay(s.url)
-    cleanups.push(() => relay.stop())
-    const h = await startMessaging({ env: { DATABASE_URL: relay.url(s.url) } })
-    cleanups.push(() => h.close())
+    const { relay, h } = await messagingBehindRelay()
     await h.messaging.jobs!.idle()
     // Queued as another instance would: nothing wakes this worker but its own schedule.
     await h.index!.write((tx) => tx.queueJob('catchup', uid('carol'), '', Date.now() + 100))
