@@ -125,6 +125,11 @@ export interface MatrixClient {
   /** A user's global account data; undefined until first written (404 M_NOT_FOUND). */
   getAccountData(user: string, type: string): Promise<Record<string, unknown> | undefined>
   putAccountData(user: string, type: string, content: Record<string, unknown>): Promise<void>
+  /**
+   * GET profile/{userId}: undefined on 404, which Synapse answers for a user of its own that does
+   * not exist, is deactivated, or has neither display name nor avatar.
+   */
+  profile(user: string, target: string): Promise<Record<string, unknown> | undefined>
   /** POST createRoom; the new room's id. */
   createRoom(user: string, body: Record<string, unknown>): Promise<string>
   /** Joins a room by id or alias; the room's id. */
@@ -318,6 +323,9 @@ export function createMatrixClient(options: {
     },
     async putAccountData(user, type, content) {
       await call('PUT', `/_matrix/client/v3/user/${seg(user)}/account_data/${seg(type)}`, asUser(user, { body: content }))
+    },
+    async profile(user, target) {
+      return orNotFound(call('GET', `/_matrix/client/v3/profile/${seg(target)}`, asUser(user)))
     },
     async createRoom(user, body) {
       const path = '/_matrix/client/v3/createRoom'

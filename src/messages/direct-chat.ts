@@ -71,6 +71,14 @@ export class DirectChatError extends Error {
   }
 }
 
+/** The peer is a user of this homeserver that does not exist (or is deactivated). */
+export class NoSuchUserError extends Error {
+  constructor(readonly userId: string) {
+    super(`${userId} is not a user of this homeserver`)
+    this.name = 'NoSuchUserError'
+  }
+}
+
 export function createDirectChats(deps: { matrix: MatrixClient; index: DirectChatIndex; serverName?: string }) {
   const { matrix } = deps
   const locks = new Map<string, Promise<unknown>>()
@@ -148,7 +156,27 @@ export function createDirectChats(deps: { matrix: MatrixClient; index: DirectCha
     }
   }
 
+  /**
+   * Synapse invites a user of its own that does not exist without a word, and the message would go
+   * into a room nobody reads: a local peer must have a profile (404 otherwise) before a room is
+   * made for them. A refusal to show profiles (limit_profile_requests_to_users_who_share_rooms)
+   * tells nothing: the room is made. Remote peers are not asked: that is a federation query.
+   */
+  async function assertPeerExists(sender: string, peer: string, log: Logger) {
+    let profile
+    try {
+      profile = await matrix.profile(sender, peer)
+    } catch (e) {
+      if (!(e instanceof MatrixError) || e.isTransient) throw e
+      log.debug({ peer, err: e.message }, 'profile of the peer not readable; creating the direct chat all the same')
+      return
+    }
+    if (profile === undefined) throw new NoSuchUserError(peer)
+  }
+
   async function create(sender: string, peer: string, log: Logger): Promise<string> {
+    const local = deps.serverName !== undefined && peer.endsWith(`:${deps.serverName}`)
+    if (local) await assertPeerExists(sender, peer, log)
     const room = await matrix.createRoom(sender, directRoomBody(peer))
     // A server module may encrypt a new room whatever createRoom asked: a server cannot read it then.
     if ((await matrix.stateEvent(sender, room, 'm.room.encryption')) !== undefined) {
@@ -156,7 +184,6 @@ export function createDirectChats(deps: { matrix: MatrixClient; index: DirectCha
       throw new DirectChatError('The homeserver made the new direct chat end-to-end encrypted; the proxy cannot use it')
     }
     await addToDirect(sender, peer, room, log)
-    const local = deps.serverName !== undefined && peer.endsWith(`:${deps.serverName}`)
     if (local) await addToDirect(peer, sender, room, log)
     if (local && (await deps.index.isEnrolled(peer))) {
       try {

@@ -15,7 +15,7 @@ import { slidingWindow } from '../sliding-window.ts'
 import type { ClientEvent } from '../matrix/event.ts'
 import { TimeoutError, withTimeout } from '../timeout.ts'
 import { authenticateMessaging, type MessagingAuthDeps } from './authenticate.ts'
-import { createDirectChats, DirectChatError, type DirectChatIndex } from './direct-chat.ts'
+import { createDirectChats, DirectChatError, NoSuchUserError, type DirectChatIndex } from './direct-chat.ts'
 import type { OutboxRow, OutboxStore } from './outbox.ts'
 import { DISPOSITION, MAX_MESSAGE_BYTES, parseDisposition, TEXT_PLAIN, type SendRequest } from './send-request.ts'
 
@@ -142,6 +142,10 @@ export function createSendService(deps: SendDeps) {
   function answerFor(e: unknown, log: Logger): AppError {
     if (e instanceof AppError) return e
     if (e instanceof DirectChatError) return badGateway(e.message)
+    if (e instanceof NoSuchUserError) {
+      log.info({ peer: e.userId }, 'the recipient is not a user of the homeserver; no direct chat made')
+      return badRequest(`to: ${e.message}`)
+    }
     if (e instanceof TimeoutError) {
       log.error({ err: e.message }, 'homeserver too slow to take the message; the app will retry')
       return unavailable('The homeserver could not take the message in time; try again later', RETRY_AFTER_S)

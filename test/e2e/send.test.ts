@@ -75,4 +75,15 @@ describe('Send Message on the executable', () => {
     expect(again.lines.join('\n')).not.toContain('alice-password')
     expect(await again.stop()).toBe(0)
   })
+
+  test('to a user the homeserver does not have: 400 naming to, no room made, the reason in the access line', async () => {
+    const b = await start()
+    const rooms = synapse.calls('/_matrix/client/v3/createRoom').length
+    const sent = await post(`${b.url}/api/client/send_message`, { username: 'alice', password: 'alice-password', to: 'nobody', body: 'anyone there?' })
+    expect(sent).toEqual({ status: 400, json: { error: 'to: @nobody:example.org is not a user of this homeserver' } })
+    expect(synapse.calls('/_matrix/client/v3/createRoom')).toHaveLength(rooms)
+    const access = b.lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'request' && l.route === '/api/client/send_message')
+    expect(access).toMatchObject({ status: 400, error: 'to: @nobody:example.org is not a user of this homeserver' })
+    expect(await b.stop()).toBe(0)
+  })
 })

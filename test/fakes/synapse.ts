@@ -198,6 +198,16 @@ export function startFakeSynapse(options: FakeSynapseOptions = {}) {
       // Only what the proxy reads of an initial sync: the invites (their stripped state ignores the filter).
       [is('GET', 'sync'), (user) => json(200, { next_batch: `s${Date.now()}`, rooms: { invite: model.pendingInvites(user), join: {}, leave: {} } })],
       [is('POST', 'createRoom'), (user, body) => json(200, { room_id: model.createRoom(user, body) })],
+      // synapse/handlers/profile.py: a user of this server with no profile (none registered, or
+      // deactivated) is a 404; a remote one would be a federation query, which this fake has not.
+      [
+        is('GET', 'profile', null),
+        () => {
+          const localpart = localpartOf(seg[1]!)
+          if (localpart === undefined || !users.has(localpart)) return json(404, { errcode: 'M_NOT_FOUND', error: 'Profile was not found' })
+          return json(200, { displayname: displayNames.get(seg[1]!) ?? localpart })
+        },
+      ],
       [is('POST', 'join', null), (user) => json(200, { room_id: model.join(user, seg[1]!) })],
       [is('POST', 'rooms', null, 'join'), (user) => json(200, { room_id: model.join(user, seg[1]!) })],
       [is('POST', 'rooms', null, 'leave'), (user) => (model.leave(user, seg[1]!), json(200, {}))],

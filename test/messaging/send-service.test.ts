@@ -407,6 +407,50 @@ describe('addresses, limits, content types', () => {
     expect([self.status, self.message.includes('yourself')]).toEqual([400, true])
   })
 
+  test('`to`: a user of this server that does not exist is a 400 naming to, and no room is made (Synapse would invite nobody)', async () => {
+    const p = freshPair()
+    const s = service({ dedupeSeconds: 0 })
+    const before = createCalls().length
+    for (const ghost of ['nosuchuser', '@nosuchuser:example.org', 'a,b', '!!!']) {
+      const e = await s.fail(p.as(ghost, 'into the void'))
+      expect([e.status, e.message]).toEqual([400, `to: ${ghost.startsWith('@') ? ghost : `@${ghost}:example.org`} is not a user of this homeserver`])
+    }
+    expect(createCalls().length).toBe(before)
+    expect(synapse.requests.filter((r) => r.path === `/_matrix/client/v3/profile/${encodeURIComponent('@nosuchuser:example.org')}`).at(-1)?.query).toEqual({ user_id: p.a })
+    // An existing user is asked once, before the room is made; the chat found later is not asked about.
+    const profiles = () => synapse.requests.filter((r) => r.path.startsWith('/_matrix/client/v3/profile/')).length
+    const asked = profiles()
+    await s.send(p.as(p.bLocal, 'hello'))
+    await s.send(p.as(p.bLocal, 'again'))
+    expect([createCalls().length - before, profiles() - asked]).toEqual([1, 1])
+  })
+
+  test('`to`: profiles the homeserver will not show (403) or a remote user: the room is made all the same; a homeserver fault is a 503', async () => {
+    const p = freshPair()
+    const s = service({ dedupeSeconds: 0 })
+    synapse.override((req) =>
+      req.path.startsWith('/_matrix/client/v3/profile/') ? Response.json({ errcode: 'M_FORBIDDEN', error: "You don't share a room with this user" }, { status: 403 }) : undefined,
+    )
+    try {
+      const { sms_id } = await s.send(p.as(p.bLocal, 'restricted profiles'))
+      expect(synapse.rooms.membership(synapse.rooms.findEvent(sms_id)!.room_id, p.b)).toBe('invite')
+    } finally {
+      synapse.override(undefined)
+    }
+    const q = freshPair()
+    synapse.override((req) => (req.path.startsWith('/_matrix/client/v3/profile/') ? new Response('busy', { status: 502 }) : undefined))
+    try {
+      const before = createCalls().length
+      expect((await s.fail(q.as(q.bLocal, 'later'))).status).toBe(503)
+      expect(createCalls().length).toBe(before)
+    } finally {
+      synapse.override(undefined)
+    }
+    const profiles = synapse.requests.filter((r) => r.path.startsWith('/_matrix/client/v3/profile/')).length
+    await s.send(q.as('@someone:remote.example', 'over federation'))
+    expect(synapse.requests.filter((r) => r.path.startsWith('/_matrix/client/v3/profile/')).length).toBe(profiles)
+  })
+
   test('`to`: a MAPPING_FILE number or sub-number names its user', async () => {
     const p = freshPair()
     const parsed = parseMappingFile(JSON.stringify([{ matrix_id: p.b, number: '5551001', sub_numbers: ['5551002'] }]))
