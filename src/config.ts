@@ -398,6 +398,7 @@ export function loadConfig(
   }
   alias('EXT_AUTH_TIMEOUT_MS', 'EXT_AUTH_TIMEOUT_S', (v) => (/^\d+$/.test(v) ? String(Number(v) * 1000) : undefined))
   alias('AUTH_CACHE_TTL_SECONDS', 'CACHE_TTL_SECONDS')
+  alias('MATRIX_AS_TOKEN', 'SUPER_ADMIN_TOKEN')
   if (get('AS_USER_ID') !== undefined) {
     notes.push("AS_USER_ID is ignored: the appservice's own user is the one its MATRIX_AS_TOKEN belongs to (`check` shows it)")
   }
@@ -413,7 +414,7 @@ export function loadConfig(
 
   const config: Config = {
     homeserverUrl,
-    asToken: get('MATRIX_AS_TOKEN') ?? get('SUPER_ADMIN_TOKEN'),
+    asToken: get('MATRIX_AS_TOKEN'),
     serverName,
     proxyUrl,
     pushGatewayUrl: proxyUrl && proxyUrl + NOTIFY_PATH,

@@ -137,6 +137,7 @@ describe("the Go proxy's variable names", () => {
     expect(r.config.notes).toEqual([
       "EXT_AUTH_TIMEOUT_S (the Go proxy's name) is read as EXT_AUTH_TIMEOUT_MS",
       "CACHE_TTL_SECONDS (the Go proxy's name) is read as AUTH_CACHE_TTL_SECONDS",
+      "SUPER_ADMIN_TOKEN (the Go proxy's name) is read as MATRIX_AS_TOKEN",
       "AS_USER_ID is ignored: the appservice's own user is the one its MATRIX_AS_TOKEN belongs to (`check` shows it)",
     ])
     const ours = loadConfig({ EXT_AUTH_TIMEOUT_S: '7', EXT_AUTH_TIMEOUT_MS: '1500' })

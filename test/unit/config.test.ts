@@ -95,6 +95,9 @@ describe('loadConfig', () => {
   test('SUPER_ADMIN_TOKEN is an alias of MATRIX_AS_TOKEN', () => {
     expect(ok({ SUPER_ADMIN_TOKEN: 'abc' }).asToken).toBe('abc')
     expect(ok({ SUPER_ADMIN_TOKEN: 'abc', MATRIX_AS_TOKEN: 'def' }).asToken).toBe('def')
+    // Noted at start like every Go name, never with its value.
+    expect(ok({ SUPER_ADMIN_TOKEN: 'abc' }).notes).toEqual(["SUPER_ADMIN_TOKEN (the Go proxy's name) is read as MATRIX_AS_TOKEN"])
+    expect(ok({ SUPER_ADMIN_TOKEN: 'abc', MATRIX_AS_TOKEN: 'def' }).notes).toEqual(['SUPER_ADMIN_TOKEN is ignored: MATRIX_AS_TOKEN is set too'])
   })
 
   test('LOGLEVEL in any case; CRITICAL and ERROR', () => {
