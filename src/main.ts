@@ -377,10 +377,11 @@ const COMMAND_TABLE: readonly Command[] = [
     args: [],
     options: { to: { type: 'string' } },
     usage: `migrate-db --to <postgres URL>
-  Copies the SQLite database (PUSH_TOKEN_DB_PATH: registrations and pending pusher calls) into
-  an empty PostgreSQL database, in one transaction, creating the schema. Run again on a database
-  that holds exactly this copy, it changes nothing (exit 0); a database holding anything else is
-  refused (exit 1). Stop the service first, so that nothing is written meanwhile.
+  Copies the SQLite database (PUSH_TOKEN_DB_PATH: registrations, pending pusher calls, the
+  message index and the send outbox) into an empty PostgreSQL database, in one transaction,
+  creating the schema. Run again on a database that holds exactly this copy, it changes nothing
+  (exit 0); a database holding anything else is refused (exit 1). Stop the service first, so
+  that nothing is written meanwhile.
   --to   postgres://user:password@host:5432/database (the password is never printed)`,
     run: (v, _a, env) => runMigrateDb(env, { to: str(v.to) }, consoleIo),
   },
@@ -429,13 +430,14 @@ export async function main(argv: string[], env: Record<string, string | undefine
     console.log(`matrix2acrobits ${VERSION}`)
     return
   }
+  const [name = 'serve', ...rest] = parsed.positionals
+  const group = COMMAND_TABLE.filter((c) => c.words.length > 1 && c.words[0] === name)
   if (parsed.values.help) {
-    console.log(helpText())
+    // `tokens --help`: the usage of each command of the group; otherwise the whole help.
+    console.log(group.length > 0 && rest.length === 0 ? group.map((c) => `Usage: matrix2acrobits ${c.usage}`).join('\n\n') : helpText())
     return
   }
-  const [name = 'serve', ...rest] = parsed.positionals
   if (name === 'serve' && rest.length === 0) return serve(configOrExit(env))
-  const group = COMMAND_TABLE.filter((c) => c.words.length > 1 && c.words[0] === name)
   if (group.length > 0) usageError(`${name} needs one of: ${group.map((c) => c.usage.split('\n')[0]!.slice(name.length + 1)).join(', ')}`)
   usageError(`unknown command "${[name, ...rest].join(' ')}"`)
 }

@@ -149,6 +149,15 @@ describe('the command line', () => {
       expect(r.exitCode).toBe(0)
       expect(r.stdout).toStartWith(`Usage: matrix2acrobits ${args[0]}`)
     }
+    // A group's --help: the usage of each of its commands, not the whole help.
+    const tokens = await runCommand(['tokens', '--help'])
+    expect(tokens.exitCode).toBe(0)
+    expect(tokens.stdout.split('\n').filter((l) => l.startsWith('Usage: '))).toEqual([
+      'Usage: matrix2acrobits tokens list [--json]',
+      'Usage: matrix2acrobits tokens show <selector> [--json]',
+      'Usage: matrix2acrobits tokens delete <selector>',
+    ])
+    expect((await runCommand(['migrate-db', '--help'])).stdout).toContain('message index and the send outbox')
   })
 
   test('--version prints the package version', async () => {
