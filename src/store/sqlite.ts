@@ -75,16 +75,17 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
     bySelector: db.prepare<RegistrationRow, [string, string, string]>(
       'SELECT * FROM registrations WHERE selector = ? AND token_msgs = ? AND app_id_msgs = ?',
     ),
-    // Only accounts that are still stored get journal rows (a removal may race a notification).
-    insertDelivery: db.prepare<null, [string, number, string | null, string, number | null, number, string | null, string]>(`
-      INSERT INTO deliveries (selector, at, event_id, outcome, pnm_status, latency_ms, detail)
-      SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM registrations WHERE selector = ?)`),
-    pruneDeliveries: db.prepare<null, [string]>(`
-      DELETE FROM deliveries WHERE selector = ?1 AND id <= (
-        SELECT id FROM deliveries WHERE selector = ?1 ORDER BY id DESC LIMIT 1 OFFSET ${JOURNAL_ROWS_PER_ACCOUNT})`),
+    // The journal is a ring per account (migration 7): where its next outcome goes, and whether
+    // the account is still stored (a removal may race a notification: it gets no rows then).
+    journalHead: db.prepare<{ stored: number | null; seq: number | null }, [string]>(`
+      SELECT (SELECT 1 FROM registrations WHERE selector = ?1) AS stored, (SELECT max(seq) FROM deliveries WHERE selector = ?1) AS seq`),
+    writeDelivery: db.prepare<null, [string, number, number, number, string | null, string, number | null, number, string | null]>(`
+      INSERT INTO deliveries (selector, slot, seq, at, event_id, outcome, pnm_status, latency_ms, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+      ON CONFLICT (selector, slot) DO UPDATE SET seq = excluded.seq, at = excluded.at, event_id = excluded.event_id, outcome = excluded.outcome,
+        pnm_status = excluded.pnm_status, latency_ms = excluded.latency_ms, detail = excluded.detail`),
     deleteDeliveries: db.prepare<null, [string]>('DELETE FROM deliveries WHERE selector = ?'),
     deliveries: db.prepare<DeliveryRow, [string]>(
-      `SELECT * FROM deliveries WHERE selector = ? ORDER BY id DESC LIMIT ${JOURNAL_ROWS_PER_ACCOUNT}`,
+      `SELECT * FROM deliveries WHERE selector = ? ORDER BY seq DESC LIMIT ${JOURNAL_ROWS_PER_ACCOUNT}`,
     ),
     forget: db.prepare<null, [number, string, string]>(
       'UPDATE registrations SET token_msgs = NULL, app_id_msgs = NULL, updated_at = ? WHERE token_msgs = ? AND app_id_msgs = ?',
@@ -213,25 +214,21 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
     }
   }
 
-  // Rows written per account since its journal was last pruned. Pruning walks the account's newest
-  // JOURNAL_ROWS_PER_ACCOUNT index entries, so it runs when PRUNE_EVERY rows have arrived (or the
-  // first time this connection writes for the account), not on every write: the journal briefly
-  // holds up to PRUNE_EVERY extra rows, which `deliveries` never returns.
-  const sincePrune = new Map<string, number>()
-  const PRUNE_EVERY = 50
+  // Each account's newest slot is read once per write, inside its transaction, so that another
+  // process writing the same file (a second service on it, by mistake) cannot make two outcomes
+  // share a slot unnoticed: the later one simply follows the earlier.
   const record = db.transaction((deliveries: readonly Delivery[]) => {
-    const touched = new Set<string>()
+    const next = new Map<string, number | undefined>()
     for (const d of deliveries) {
-      if (q.insertDelivery.run(d.selector, d.at, d.eventId ?? null, d.outcome, d.pnmStatus ?? null, Math.round(d.latencyMs), d.detail ?? null, d.selector).changes > 0) touched.add(d.selector)
-      const n = sincePrune.get(d.selector)
-      sincePrune.set(d.selector, n === undefined ? PRUNE_EVERY : n + 1)
+      let seq = next.get(d.selector)
+      if (!next.has(d.selector)) {
+        const head = q.journalHead.get(d.selector)!
+        seq = head.stored === null ? undefined : (head.seq ?? 0) + 1
+      }
+      next.set(d.selector, seq === undefined ? undefined : seq + 1)
+      if (seq === undefined) continue
+      q.writeDelivery.run(d.selector, seq % JOURNAL_ROWS_PER_ACCOUNT, seq, d.at, d.eventId ?? null, d.outcome, d.pnmStatus ?? null, Math.round(d.latencyMs), d.detail ?? null)
     }
-    for (const selector of touched) {
-      if (sincePrune.get(selector)! < PRUNE_EVERY) continue
-      q.pruneDeliveries.run(selector)
-      sincePrune.set(selector, 0)
-    }
-    if (sincePrune.size > 100_000) sincePrune.clear()
   })
 
   return {

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import pino from 'pino'
 import { planPusherCalls } from '../../src/report/plan.ts'
 import { openSqliteStore } from '../../src/store/sqlite.ts'
+import { MIGRATIONS } from '../../src/store/migrations.ts'
 import { JOURNAL_ROWS_PER_ACCOUNT } from '../../src/store/types.ts'
 import { createDeliveryJournal } from '../../src/gateway/journal.ts'
 import type { Delivery, TokenStore } from '../../src/store/types.ts'
@@ -34,6 +35,41 @@ describe('the delivery journal writer', () => {
     expect(batches.map((b) => b.length)).toEqual([5])
     await journal.flush()
     expect(batches).toHaveLength(1)
+  })
+
+  test('a large flush is written in parts sorted by account, each account in order, the event loop running between parts', async () => {
+    const { store, batches } = fakeStore()
+    const ticks: number[] = []
+    const recording = {
+      recordDeliveries: async (d: readonly Delivery[]) => {
+        ticks.push(turn)
+        await store.recordDeliveries(d)
+      },
+    } as unknown as TokenStore
+    let turn = 0
+    const journal = createDeliveryJournal({ store: recording, log: pino({ level: 'silent' }), flushMs: 60_000, chunk: 4 })
+    // Three accounts, interleaved as notifications arrive.
+    for (let i = 0; i < 9; i++) journal.record({ ...delivery(i), selector: ['S:c', 'S:a', 'S:b'][i % 3]! })
+    let spinning = true
+    const spin = () => {
+      turn++
+      if (spinning) setImmediate(spin)
+    }
+    setImmediate(spin)
+    const first = journal.flush()
+    // A flush asked for meanwhile waits for the first: S:a's newest outcome is written last.
+    journal.record({ ...delivery(9), selector: 'S:a' })
+    const second = journal.flush()
+    await Promise.all([first, second])
+    spinning = false
+    expect(batches.map((b) => b.map((d) => `${d.selector}${d.eventId}`))).toEqual([
+      ['S:a$1', 'S:a$4', 'S:a$7', 'S:b$2'],
+      ['S:b$5', 'S:b$8', 'S:c$0', 'S:c$3'],
+      ['S:c$6'],
+      ['S:a$9'],
+    ])
+    // Other work ran between the parts of one flush.
+    expect(ticks[1]! > ticks[0]! && ticks[2]! > ticks[1]!).toBe(true)
   })
 
   test('flushes by itself after flushMs', async () => {
@@ -85,8 +121,45 @@ describe('the journal in SQLite', () => {
       const db = new Database(path, { readonly: true })
       const { n } = db.query("SELECT count(*) AS n FROM deliveries WHERE selector = 'S:1'").get() as { n: number }
       db.close()
-      expect(n).toBeGreaterThanOrEqual(JOURNAL_ROWS_PER_ACCOUNT)
-      expect(n).toBeLessThanOrEqual(JOURNAL_ROWS_PER_ACCOUNT + 10)
+      // A ring: never more rows than it shows.
+      expect(n).toBe(JOURNAL_ROWS_PER_ACCOUNT)
+      const again = openSqliteStore(path)
+      const order = (await again.deliveries('S:1')).map((d) => d.at)
+      await again.close()
+      expect(order).toEqual(Array.from({ length: JOURNAL_ROWS_PER_ACCOUNT }, (_, i) => 419 - i))
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  test('a database of schema version 6 keeps each account’s newest rows, in order, and goes on after them', async () => {
+    const dir = tempDir('m2a-journal-unit-')
+    const path = join(dir, 'tokens.db')
+    try {
+      const db = new Database(path, { create: true })
+      for (let v = 0; v < 6; v++) MIGRATIONS[v]!(db)
+      db.run('PRAGMA user_version = 6')
+      const now = Date.now()
+      for (const selector of ['S:1', 'S:2']) {
+        db.run('INSERT INTO registrations (selector, username, matrix_user_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)', [selector, 'u', '@u:example.org', now, now])
+      }
+      // Interleaved, as the service wrote them: 80 outcomes of S:1, 3 of S:2.
+      const insert = db.prepare('INSERT INTO deliveries (selector, at, event_id, outcome, pnm_status, latency_ms, detail) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      for (let i = 0; i < 80; i++) {
+        insert.run('S:1', i, `$${i}`, 'delivered', 200, 3, null)
+        if (i % 30 === 0) insert.run('S:2', i, `$b${i}`, 'dropped', 400, 5, 'bad request')
+      }
+      db.close()
+
+      const store = openSqliteStore(path)
+      const s1 = await store.deliveries('S:1')
+      expect(s1.map((d) => d.at)).toEqual(Array.from({ length: JOURNAL_ROWS_PER_ACCOUNT }, (_, i) => 79 - i))
+      expect(await store.deliveries('S:2')).toEqual([60, 30, 0].map((at) => ({ selector: 'S:2', at, eventId: `$b${at}`, outcome: 'dropped', pnmStatus: 400, latencyMs: 5, detail: 'bad request' })))
+      await store.recordDeliveries([{ ...delivery(80) }, { ...delivery(81), selector: 'S:2' }])
+      expect((await store.deliveries('S:1')).map((d) => d.at).slice(0, 2)).toEqual([80, 79])
+      expect((await store.deliveries('S:1')).length).toBe(JOURNAL_ROWS_PER_ACCOUNT)
+      expect((await store.deliveries('S:2')).map((d) => d.at)).toEqual([81, 60, 30, 0])
+      await store.close()
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
