@@ -47,7 +47,7 @@ describe('the delivery journal writer', () => {
       },
     } as unknown as TokenStore
     let turn = 0
-    const journal = createDeliveryJournal({ store: recording, log: pino({ level: 'silent' }), flushMs: 60_000, chunk: 4 })
+    const journal = createDeliveryJournal({ store: recording, log: pino({ level: 'silent' }), flushMs: 60_000, chunk: 4, budgetMs: () => 0 })
     // Three accounts, interleaved as notifications arrive.
     for (let i = 0; i < 9; i++) journal.record({ ...delivery(i), selector: ['S:c', 'S:a', 'S:b'][i % 3]! })
     let spinning = true
@@ -70,6 +70,39 @@ describe('the delivery journal writer', () => {
     ])
     // Other work ran between the parts of one flush.
     expect(ticks[1]! > ticks[0]! && ticks[2]! > ticks[1]!).toBe(true)
+
+    // A turn goes on writing parts while its budget, asked with the outcomes left, lasts.
+    const lefts: number[] = []
+    const quick = fakeStore()
+    const generous = createDeliveryJournal({ store: quick.store, log: pino({ level: 'silent' }), flushMs: 60_000, chunk: 4, budgetMs: (left) => (lefts.push(left), 60_000) })
+    for (let i = 0; i < 9; i++) generous.record(delivery(i))
+    await generous.flush()
+    expect([lefts, quick.batches.map((b) => b.length)]).toEqual([[9], [4, 4, 1]])
+  })
+
+  test('half full: written at once, not when the timer fires; not while a write is still going on', async () => {
+    let release: () => void = () => {}
+    const written: number[] = []
+    const slow = {
+      recordDeliveries: async (d: readonly Delivery[]) => {
+        written.push(d.length)
+        await new Promise<void>((resolve) => (release = resolve))
+      },
+    } as unknown as TokenStore
+    const journal = createDeliveryJournal({ store: slow, log: pino({ level: 'silent' }), flushMs: 60_000, maxBuffered: 10, chunk: 100 })
+    for (let i = 0; i < 5; i++) journal.record(delivery(i))
+    await Bun.sleep(0)
+    expect(written).toEqual([5])
+    // The first write has not finished: the next half waits in the buffer.
+    for (let i = 5; i < 12; i++) journal.record(delivery(i))
+    await Bun.sleep(0)
+    expect(written).toEqual([5])
+    release()
+    const done = journal.flush()
+    await Bun.sleep(0)
+    release()
+    await done
+    expect(written).toEqual([5, 7])
   })
 
   test('flushes by itself after flushMs', async () => {
@@ -83,12 +116,22 @@ describe('the delivery journal writer', () => {
   })
 
   test('a full buffer drops the oldest; a failed write is logged and dropped', async () => {
-    const { store, batches } = fakeStore()
+    // A database that does not answer: the first half-full buffer's write hangs, the next fills up.
+    const batches: string[][] = []
+    let release: () => void = () => {}
+    const stuck = {
+      recordDeliveries: async (d: readonly Delivery[]) => {
+        batches.push(d.map((x) => x.eventId!))
+        if (batches.length === 1) await new Promise<void>((resolve) => (release = resolve))
+      },
+    } as unknown as TokenStore
     const logs = captureLogs()
-    const journal = createDeliveryJournal({ store, log: pino(logs.stream), flushMs: 60_000, maxBuffered: 3 })
-    for (let i = 0; i < 5; i++) journal.record(delivery(i))
+    const journal = createDeliveryJournal({ store: stuck, log: pino(logs.stream), flushMs: 60_000, maxBuffered: 4 })
+    for (let i = 0; i < 8; i++) journal.record(delivery(i))
+    await Bun.sleep(0)
+    release()
     await journal.flush()
-    expect(batches[0]!.map((d) => d.eventId)).toEqual(['$2', '$3', '$4'])
+    expect(batches).toEqual([['$0', '$1'], ['$4', '$5', '$6', '$7']])
     expect(logs.parsed().some((l) => l.msg === 'delivery journal buffer was full; oldest outcomes dropped' && l.outcomes === 2)).toBe(true)
 
     const failing = fakeStore(true)
