@@ -22,12 +22,15 @@
  *                                  REF, alternating with the working tree's, compared by medians
  *     --env K=V                    with --cpu or --memory: set K=V for the working tree's service
  *                                  (repeatable)
+ *     --connections N              with --cpu: the concurrency (default 16)
+ *   --warmup S                     seconds of load before each measured window (default 5; 0.5
+ *                                  with --quick)
  *   --pin                          servers on CPU 1, the load generator on CPU 0 (taskset): on two
  *                                  cores a few per cent of noise instead of ±30 %
  *   --out f.json                   where the JSON goes; default: a timestamped file in the temp dir
  */
 import { Database } from 'bun:sqlite'
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { cpus, freemem, loadavg, tmpdir, totalmem } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -57,10 +60,18 @@ const { values: args } = parseArgs({
     env: { type: 'string', multiple: true },
     pin: { type: 'boolean' },
     memory: { type: 'boolean' },
+    warmup: { type: 'string' },
+    connections: { type: 'string' },
   },
 })
 const quick = args.quick === true
-const WARMUP_S = quick ? 0.5 : 1.5
+/**
+ * Load before each measured window. The service has far more code than the forwarders for the JIT
+ * to compile: under load its compiler threads run for about 4 s (the forwarders' for under 1 s), and
+ * a shorter warm-up charged that one-off compile to the steady state an operator runs in. The
+ * `other threads` share of each output line shows whether it has settled.
+ */
+const WARMUP_S = args.warmup !== undefined ? Number(args.warmup) : quick ? 0.5 : 5
 const MEASURE_S = quick ? 2 : 6
 const LARGE_TABLE = Number(args['large-table'] ?? 1_000_000)
 const STARTS = quick ? 3 : 7
@@ -97,6 +108,31 @@ function cpuMs(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   // Fields 14 and 15 of proc(5); the slice starts at field 3.
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK
+}
+
+/**
+ * CPU time in ms of the main thread (the event loop: JavaScript, the HTTP server, SQLite), of Bun's
+ * fetch thread ("HTTP Client") and of the rest (JIT compiler, garbage collector helpers, allocator),
+ * the rest taken from the process total so that threads that ended are counted too.
+ */
+function cpuSplitMs(pid: number): { main: number; http: number; other: number } {
+  let main = 0
+  let http = 0
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    let stat: string
+    let comm: string
+    try {
+      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+      comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()
+    } catch {
+      continue // ended meanwhile
+    }
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const ms = ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK
+    if (Number(tid) === pid) main += ms
+    else if (comm === 'HTTP Client') http += ms
+  }
+  return { main, http, other: cpuMs(pid) - main - http }
 }
 
 /** Minor page faults of the process so far (proc(5) stat field 10). */
@@ -167,6 +203,8 @@ interface Measurement extends LoadResult {
   connections: number
   /** CPU time of the server process (utime + stime) per answered request, µs. */
   cpuUsPerRequest: number
+  /** The same, per thread (cpuSplitMs). */
+  cpuSplitUs: { main: number; http: number; other: number }
   peakRssMiB: number
 }
 
@@ -214,12 +252,14 @@ async function measure(
   }
   await nextLine() // warm
   const cpuBefore = cpuMs(target.pid)
+  const splitBefore = cpuSplitMs(target.pid)
   const faultsBefore = minorFaults(target.pid)
   if (options.resetPeak !== false) resetPeakRss(target.pid)
   driver.stdin.write('go\n')
   await driver.stdin.flush()
   const result = (await nextLine()) as LoadResult
   const cpuAfter = cpuMs(target.pid)
+  const splitAfter = cpuSplitMs(target.pid)
   const faults = minorFaults(target.pid) - faultsBefore
   const peak = peakRssMiB(target.pid)
   await driver.exited
@@ -229,13 +269,18 @@ async function measure(
     kind,
     connections,
     cpuUsPerRequest: result.ok > 0 ? ((cpuAfter - cpuBefore) / result.ok) * 1000 : NaN,
+    cpuSplitUs: {
+      main: ((splitAfter.main - splitBefore.main) / Math.max(1, result.ok)) * 1000,
+      http: ((splitAfter.http - splitBefore.http) / Math.max(1, result.ok)) * 1000,
+      other: ((splitAfter.other - splitBefore.other) / Math.max(1, result.ok)) * 1000,
+    },
     peakRssMiB: peak,
   }
   const failed = m.non2xx + m.errors + m.timeouts + m.mismatches
   process.stderr.write(
     `  ${target.name.padEnd(14)} ${kind.padEnd(20)} c=${String(connections).padEnd(3)} ` +
       `${m.perSecond.toFixed(0).padStart(6)}/s  p50 ${m.latencyMs.p50.toFixed(2)} ms  p99 ${m.latencyMs.p99.toFixed(2)} ms  ` +
-      `cpu ${m.cpuUsPerRequest.toFixed(0)} µs/notify  ${(faults / Math.max(1, m.ok)).toFixed(2)} faults/notify  peak ${m.peakRssMiB.toFixed(1)} MiB${failed ? `  FAILED ${failed}` : ''}\n`,
+      `cpu ${m.cpuUsPerRequest.toFixed(0)} µs/notify (main ${m.cpuSplitUs.main.toFixed(0)}, fetch ${m.cpuSplitUs.http.toFixed(0)}, other threads ${m.cpuSplitUs.other.toFixed(0)})  ${(faults / Math.max(1, m.ok)).toFixed(2)} faults/notify  peak ${m.peakRssMiB.toFixed(1)} MiB${failed ? `  FAILED ${failed}` : ''}\n`,
   )
   if (failed > 0) {
     throw new Error(`${target.name}: ${m.non2xx} non-2xx, ${m.errors} errors, ${m.timeouts} timeouts, ${m.mismatches} wrong bodies`)
@@ -246,11 +291,12 @@ async function measure(
 // ---------------------------------------------------------------------------------------------
 // Setup
 
-function seedTokens(path: string, n: number): { ms: number; plan: string } {
+/** `schema`: the migrations that make the database (an earlier commit's, for `--before`). */
+function seedTokens(path: string, n: number, schema: (db: Database) => unknown = migrate): { ms: number; plan: string } {
   const started = performance.now()
   mkdirSync(dirname(path), { recursive: true })
   const db = new Database(path, { create: true })
-  migrate(db) // the schema, by the service's own migrations
+  schema(db) // the schema, by the service's own migrations
   db.run('PRAGMA synchronous = OFF')
   db.run('PRAGMA cache_size = -400000')
   const insert = db.prepare(
@@ -313,6 +359,10 @@ function proxyEnvFor(pnmUrl: string, db: string) {
   }
 }
 
+/** The proxy's warnings and errors, but for the two the benchmark's own setup causes. */
+const problemsIn = (logLines: string[]) =>
+  logLines.filter((l) => /"level":"(warn|error|fatal)"/.test(l) && !/AUTH_MODE=none|PROXY_URL is not set/.test(l))
+
 /**
  * `--cpu`: CPU µs per notification at concurrency 16, the service against the Elysia forwarder
  * (and the bare one), alternating, `--reps` times (default 3); prints each run and the medians.
@@ -325,9 +375,11 @@ async function cpuOnly(o: {
   dir: string
   children: Target[]
   env: Record<string, string>
+  beforeEnv: Record<string, string>
   baseEnv: Record<string, string>
 }) {
   const reps = Number(args.reps ?? 3)
+  const connections = Number(args.connections ?? 16)
   const targets: Target[] = []
   const start = async (name: string, exe: string, env: Record<string, string>) => {
     const t = await startTarget(name, exe, env, join(o.dir, `cpu-${name}.log`))
@@ -336,15 +388,20 @@ async function cpuOnly(o: {
     return t
   }
   const proxy = await start('proxy', o.exe, { ...o.env, ...envArgs() })
-  if (o.beforeExe) await start('before', o.beforeExe, o.env)
+  if (o.beforeExe) await start('before', o.beforeExe, o.beforeEnv)
   await start('elysia', o.elysiaExe, o.baseEnv)
   await start('baseline', o.baselineExe, o.baseEnv)
   const runs: Record<string, number[]> = Object.fromEntries(targets.map((t) => [t.name, []]))
+  const splits: Record<string, Measurement['cpuSplitUs'][]> = Object.fromEntries(targets.map((t) => [t.name, []]))
   for (let rep = 0; rep < reps; rep++) {
     for (const kind of ['notify-full', 'notify-event-id-only'] as const) {
       // A different order each time: what runs first after a pause must not always be the same.
       const order = targets.map((_, i) => targets[(i + rep * 2 + (kind === 'notify-full' ? 0 : 1)) % targets.length]!)
-      for (const t of order) runs[t.name]!.push((await measure(t, kind, 16, SMALL_TABLE)).cpuUsPerRequest)
+      for (const t of order) {
+        const m = await measure(t, kind, connections, SMALL_TABLE)
+        runs[t.name]!.push(m.cpuUsPerRequest)
+        splits[t.name]!.push(m.cpuSplitUs)
+      }
     }
   }
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
@@ -352,10 +409,17 @@ async function cpuOnly(o: {
   const e = med(runs.elysia!)
   const b = med(runs.baseline!)
   const logLines = readFileSync(proxy.logFile!, 'utf8').split('\n').filter(Boolean)
+  const problems = problemsIn(logLines)
+  if (problems.length > 0) console.log(`the proxy logged ${problems.length} warnings or errors, e.g.:\n${problems.slice(0, 3).join('\n')}`)
   console.log(
-    `CPU µs per notify at concurrency 16, median of ${runs.proxy!.length}: proxy ${f(p, 1)}, Elysia forwarder ${f(e, 1)} ` +
+    `CPU µs per notify at concurrency ${connections}, median of ${runs.proxy!.length}: proxy ${f(p, 1)}, Elysia forwarder ${f(e, 1)} ` +
       `(×${f(p / e, 2)}), bare forwarder ${f(b, 1)} (×${f(p / b, 2)}); proxy log ${logLines.length} lines`,
   )
+  const split = (name: string) => {
+    const s = splits[name]!
+    return `main ${f(med(s.map((x) => x.main)), 1)}, fetch ${f(med(s.map((x) => x.http)), 1)}, other threads ${f(med(s.map((x) => x.other)), 1)}`
+  }
+  console.log(`  by thread (medians): proxy ${split('proxy')}; Elysia forwarder ${split('elysia')}`)
   if (runs.before) {
     const before = med(runs.before)
     console.log(`before (${args.before}): ${f(before, 1)} (×${f(before / e, 2)} the Elysia forwarder); working tree / before ×${f(p / before, 3)}`)
@@ -453,12 +517,19 @@ async function main() {
     const small = seedTokens(smallDb, SMALL_TABLE)
     if (args.cpu || args.memory) {
       const beforeExe = args.before === undefined ? undefined : buildAtCommit(args.before, dir)
+      // The earlier executable gets a database of its own, made by its own migrations: it may not
+      // know the working tree's schema, and two processes must not share the journal's file.
+      const beforeDb = join(dir, 'before', 'tokens.db')
+      if (beforeExe) {
+        const earlier = (await import(join(dir, 'before-src', 'src', 'store', 'migrations.ts'))) as { migrate: (db: Database) => unknown }
+        seedTokens(beforeDb, SMALL_TABLE, earlier.migrate)
+      }
       if (args.memory) {
         const targets: [string, string, Record<string, string>][] = [
           ['elysia', elysiaExe, { PNM_URL: pnm.url, SYNAPSE_URL: synapse.url, AS_TOKEN }],
           ['proxy', exe, { ...proxyEnvFor(pnm.url, smallDb), ...envArgs() }],
         ]
-        if (beforeExe) targets.push(['before', beforeExe, proxyEnvFor(pnm.url, smallDb)])
+        if (beforeExe) targets.push(['before', beforeExe, proxyEnvFor(pnm.url, beforeDb)])
         const memory = await memoryRuns(targets, dir, children)
         const e = memory.elysia!.peakMiB
         for (const [name, m] of Object.entries(memory)) {
@@ -466,7 +537,7 @@ async function main() {
         }
         return
       }
-      await cpuOnly({ exe, beforeExe, elysiaExe, baselineExe, dir, children, env: { ...proxyEnvFor(pnm.url, smallDb) }, baseEnv: { PNM_URL: pnm.url, SYNAPSE_URL: synapse.url, AS_TOKEN } })
+      await cpuOnly({ exe, beforeExe, elysiaExe, baselineExe, dir, children, env: proxyEnvFor(pnm.url, smallDb), beforeEnv: proxyEnvFor(pnm.url, beforeDb), baseEnv: { PNM_URL: pnm.url, SYNAPSE_URL: synapse.url, AS_TOKEN } })
       return
     }
     process.stderr.write(`seeding ${f(LARGE_TABLE)} tokens...\n`)
@@ -538,7 +609,7 @@ async function main() {
     const logText = readFileSync(proxy.logFile!, 'utf8')
     const logLines = logText.split('\n').filter(Boolean)
     // The two start-up warnings this set-up is expected to give (no PROXY_URL, AUTH_MODE=none) aside.
-    const problems = logLines.filter((l) => /"level":"(warn|error|fatal)"/.test(l) && !/AUTH_MODE=none|PROXY_URL is not set/.test(l))
+    const problems = problemsIn(logLines)
     const notifyLogged = logLines.filter((l) => l.includes(`"route":"${NOTIFY_PATH}"`)).length
     await stopTarget(proxy)
 
