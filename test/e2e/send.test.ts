@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
 import type { FakePnm } from '../fakes/pnm.ts'
 import type { FakeSynapse } from '../fakes/synapse.ts'
-import { APP_ID, SELECTOR, TOKEN } from '../harness.ts'
+import { APP_ID, SELECTOR, TOKEN, eventually } from '../harness.ts'
 import { startBinary, startExecutableFakes, stopExecutableFakes, type RunningBinary } from './binary.ts'
 
 let synapse: FakeSynapse
@@ -82,7 +82,8 @@ describe('Send Message on the executable', () => {
     const sent = await post(`${b.url}/api/client/send_message`, { username: 'alice', password: 'alice-password', to: 'nobody', body: 'anyone there?' })
     expect(sent).toEqual({ status: 400, json: { error: 'to: @nobody:example.org is not a user of this homeserver' } })
     expect(synapse.calls('/_matrix/client/v3/createRoom')).toHaveLength(rooms)
-    const access = b.lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'request' && l.route === '/api/client/send_message')
+    // Lines leave at the end of an event-loop turn: the answer can arrive before its line.
+    const access = await eventually(() => b.lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'request' && l.route === '/api/client/send_message'))
     expect(access).toMatchObject({ status: 400, error: 'to: @nobody:example.org is not a user of this homeserver' })
     expect(await b.stop()).toBe(0)
   })
