@@ -61,8 +61,11 @@ export function createDeliveryJournal(o: {
         try {
           await o.store.recordDeliveries(part)
         } catch (e) {
-          lost += part.length
+          // The rest of the batch goes too: a database that refused one part is not asked again
+          // for each of the others (a PostgreSQL server that is down costs a timeout each).
+          lost += batch.length - i + part.length
           error = (e as Error).message
+          i = batch.length
         }
       } while (i < batch.length && performance.now() < until)
       if (i < batch.length) await new Promise((resolve) => setImmediate(resolve))

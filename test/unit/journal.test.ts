@@ -13,11 +13,10 @@ import { captureLogs, tempDir } from '../harness.ts'
 
 const delivery = (i: number): Delivery => ({ selector: 'S:1', at: i, eventId: `$${i}`, outcome: 'delivered', pnmStatus: 200, latencyMs: 1 })
 
-function fakeStore(fail = false) {
+function fakeStore() {
   const batches: Delivery[][] = []
   const store = {
     recordDeliveries: async (d: readonly Delivery[]) => {
-      if (fail) throw new Error('SQLITE_BUSY: database is locked')
       batches.push([...d])
     },
   } as unknown as TokenStore
@@ -134,12 +133,20 @@ describe('the delivery journal writer', () => {
     expect(batches).toEqual([['$0', '$1'], ['$4', '$5', '$6', '$7']])
     expect(logs.parsed().some((l) => l.msg === 'delivery journal buffer was full; oldest outcomes dropped' && l.outcomes === 2)).toBe(true)
 
-    const failing = fakeStore(true)
+    let attempts = 0
+    const failing = {
+      recordDeliveries: async () => {
+        attempts++
+        throw new Error('SQLITE_BUSY: database is locked')
+      },
+    } as unknown as TokenStore
     const flogs = captureLogs()
-    const broken = createDeliveryJournal({ store: failing.store, log: pino(flogs.stream), flushMs: 60_000 })
-    broken.record(delivery(9))
+    const broken = createDeliveryJournal({ store: failing, log: pino(flogs.stream), flushMs: 60_000, chunk: 2 })
+    for (let i = 0; i < 5; i++) broken.record(delivery(i))
     await broken.flush()
-    expect(flogs.parsed().some((l) => l.msg.startsWith('delivery journal not written') && l.outcomes === 1)).toBe(true)
+    // One refused part is enough: the rest of the batch is not offered to it, and one line says so.
+    expect(attempts).toBe(1)
+    expect(flogs.parsed().filter((l) => l.msg.startsWith('delivery journal not written')).map((l) => l.outcomes)).toEqual([5])
     await broken.flush()
     expect(flogs.parsed()).toHaveLength(1)
   })
