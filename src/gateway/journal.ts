@@ -57,13 +57,13 @@ export function createDeliveryJournal(o: {
       const until = performance.now() + budgetMs(batch.length - i)
       do {
         const part = batch.slice(i, i + chunk)
-        i += part.length
         try {
           await o.store.recordDeliveries(part)
+          i += part.length
         } catch (e) {
           // The rest of the batch goes too: a database that refused one part is not asked again
           // for each of the others (a PostgreSQL server that is down costs a timeout each).
-          lost += batch.length - i + part.length
+          lost += batch.length - i
           error = (e as Error).message
           i = batch.length
         }

@@ -82,6 +82,8 @@ export class NoSuchUserError extends Error {
 export function createDirectChats(deps: { matrix: MatrixClient; index: DirectChatIndex; serverName?: string }) {
   const { matrix } = deps
   const locks = new Map<string, Promise<unknown>>()
+  /** A user of this homeserver: the proxy can act as them and ask about them without federation. */
+  const isLocal = (user: string) => deps.serverName !== undefined && user.endsWith(`:${deps.serverName}`)
 
   async function withPairLock<T>(a: string, b: string, fn: () => Promise<T>): Promise<T> {
     const key = [a, b].sort().join('\u0000')
@@ -175,7 +177,7 @@ export function createDirectChats(deps: { matrix: MatrixClient; index: DirectCha
   }
 
   async function create(sender: string, peer: string, log: Logger): Promise<string> {
-    const local = deps.serverName !== undefined && peer.endsWith(`:${deps.serverName}`)
+    const local = isLocal(peer)
     if (local) await assertPeerExists(sender, peer, log)
     const room = await matrix.createRoom(sender, directRoomBody(peer))
     // A server module may encrypt a new room whatever createRoom asked: a server cannot read it then.
@@ -208,7 +210,7 @@ export function createDirectChats(deps: { matrix: MatrixClient; index: DirectCha
         const [known, mine, theirs] = await Promise.all([
           deps.index.directRooms(sender, peer),
           matrix.getAccountData(sender, 'm.direct').catch(ignoreRefusal),
-          deps.serverName !== undefined && peer.endsWith(`:${deps.serverName}`)
+          isLocal(peer)
             ? matrix.getAccountData(peer, 'm.direct').catch(ignoreRefusal)
             : undefined,
         ])

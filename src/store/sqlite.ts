@@ -218,15 +218,16 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
   // process writing the same file (a second service on it, by mistake) cannot make two outcomes
   // share a slot unnoticed: the later one simply follows the earlier.
   const record = db.transaction((deliveries: readonly Delivery[]) => {
+    // Each account's next seq; undefined for an account that is not stored (it gets no rows).
     const next = new Map<string, number | undefined>()
     for (const d of deliveries) {
-      let seq = next.get(d.selector)
       if (!next.has(d.selector)) {
         const head = q.journalHead.get(d.selector)!
-        seq = head.stored === null ? undefined : (head.seq ?? 0) + 1
+        next.set(d.selector, head.stored === null ? undefined : (head.seq ?? 0) + 1)
       }
-      next.set(d.selector, seq === undefined ? undefined : seq + 1)
+      const seq = next.get(d.selector)
       if (seq === undefined) continue
+      next.set(d.selector, seq + 1)
       q.writeDelivery.run(d.selector, seq % JOURNAL_ROWS_PER_ACCOUNT, seq, d.at, d.eventId ?? null, d.outcome, d.pnmStatus ?? null, Math.round(d.latencyMs), d.detail ?? null)
     }
   })
