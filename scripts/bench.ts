@@ -102,12 +102,21 @@ function freePort(): number {
   return port
 }
 
+/**
+ * The fields of a proc(5) stat file (a process's or one thread's) from field 3 on: the command
+ * name before them may hold spaces.
+ */
+function statFields(path: string): string[] {
+  const stat = readFileSync(path, 'utf8')
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+}
+
+/** utime + stime (proc(5) fields 14 and 15) in ms. */
+const cpuOfStat = (fields: string[]) => ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK
+
 /** utime + stime of every thread of the process, in ms. */
 function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  // Fields 14 and 15 of proc(5); the slice starts at field 3.
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK
+  return cpuOfStat(statFields(`/proc/${pid}/stat`))
 }
 
 /**
@@ -119,16 +128,14 @@ function cpuSplitMs(pid: number): { main: number; http: number; other: number } 
   let main = 0
   let http = 0
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    let stat: string
+    let ms: number
     let comm: string
     try {
-      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+      ms = cpuOfStat(statFields(`/proc/${pid}/task/${tid}/stat`))
       comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()
     } catch {
       continue // ended meanwhile
     }
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    const ms = ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK
     if (Number(tid) === pid) main += ms
     else if (comm === 'HTTP Client') http += ms
   }
@@ -137,8 +144,7 @@ function cpuSplitMs(pid: number): { main: number; http: number; other: number } 
 
 /** Minor page faults of the process so far (proc(5) stat field 10). */
 function minorFaults(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7])
+  return Number(statFields(`/proc/${pid}/stat`)[7])
 }
 
 /** Peak resident set size (VmHWM) in MiB. */
@@ -296,7 +302,7 @@ function seedTokens(path: string, n: number, schema: (db: Database) => unknown =
   const started = performance.now()
   mkdirSync(dirname(path), { recursive: true })
   const db = new Database(path, { create: true })
-  schema(db) // the schema, by the service's own migrations
+  schema(db) // the schema, by the service's own migrations (or the earlier commit's)
   db.run('PRAGMA synchronous = OFF')
   db.run('PRAGMA cache_size = -400000')
   const insert = db.prepare(
