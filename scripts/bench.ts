@@ -6,6 +6,9 @@
  *   - two baselines, compiled with the same flags: a bare forwarder on the same runtime
  *     (scripts/bench-baseline.ts) and the same forwarder as one Elysia route
  *     (scripts/bench-baseline-elysia.ts), the floor of the service's own framework;
+ *   - with --cpu and --memory, a third: the service's own HTTP layer (src/app.ts) with a notify
+ *     handler that only forwards (scripts/bench-baseline-floor.ts), what the request handling the
+ *     service keeps costs before any notification work;
  *   - autocannon on Node (scripts/bench-load.ts) sending notifications as Synapse does.
  * Every figure is printed beside the baselines' and as a ratio, so the noise of a shared machine
  * cancels out; CPU time per notification (utime + stime of the server process / requests) is the
@@ -15,9 +18,11 @@
  *                                  send benchmarks)
  *   npm run bench:notify -- --quick   (shorter measurements)
  *   npm run bench:notify -- --cpu     (only CPU per notify at concurrency 16, against the Elysia
- *                                      forwarder, --reps times (default 3); for trying a change)
+ *                                      forwarder, --reps times (default 3); for trying a change;
+ *                                      also the floor: the service's own HTTP layer with a notify
+ *                                      handler that only forwards, scripts/bench-baseline-floor.ts)
  *   npm run bench:notify -- --memory  (only the memory run below, the service against the Elysia
- *                                      forwarder)
+ *                                      forwarder, and the floor)
  *     --before REF                 with --cpu or --memory: also the service as built from git commit
  *                                  REF, alternating with the working tree's, compared by medians
  *     --env K=V                    with --cpu or --memory: set K=V for the working tree's service
@@ -377,6 +382,7 @@ async function cpuOnly(o: {
   exe: string
   beforeExe?: string
   elysiaExe: string
+  floorExe: string
   baselineExe: string
   dir: string
   children: Target[]
@@ -396,6 +402,7 @@ async function cpuOnly(o: {
   const proxy = await start('proxy', o.exe, { ...o.env, ...envArgs() })
   if (o.beforeExe) await start('before', o.beforeExe, o.beforeEnv)
   await start('elysia', o.elysiaExe, o.baseEnv)
+  await start('floor', o.floorExe, o.baseEnv)
   await start('baseline', o.baselineExe, o.baseEnv)
   const runs: Record<string, number[]> = Object.fromEntries(targets.map((t) => [t.name, []]))
   const splits: Record<string, Measurement['cpuSplitUs'][]> = Object.fromEntries(targets.map((t) => [t.name, []]))
@@ -426,6 +433,11 @@ async function cpuOnly(o: {
     return `main ${f(med(s.map((x) => x.main)), 1)}, fetch ${f(med(s.map((x) => x.http)), 1)}, other threads ${f(med(s.map((x) => x.other)), 1)}`
   }
   console.log(`  by thread (medians): proxy ${split('proxy')}; Elysia forwarder ${split('elysia')}`)
+  const floor = med(runs.floor!)
+  console.log(
+    `floor (the service's HTTP layer, notify handler only forwarding): ${f(floor, 1)} (×${f(floor / e, 2)} the Elysia forwarder; ${split('floor')}); ` +
+      `proxy / floor ×${f(p / floor, 2)}`,
+  )
   if (runs.before) {
     const before = med(runs.before)
     console.log(`before (${args.before}): ${f(before, 1)} (×${f(before / e, 2)} the Elysia forwarder); working tree / before ×${f(p / before, 3)}`)
@@ -510,10 +522,12 @@ async function main() {
     const exe = join(dir, 'matrix2acrobits')
     const baselineExe = join(dir, 'baseline')
     const elysiaExe = join(dir, 'baseline-elysia')
+    const floorExe = join(dir, 'baseline-floor')
     loadJs = join(dir, 'bench-load.mjs')
     buildExecutable(exe)
     buildExecutable(baselineExe, undefined, 'scripts/bench-baseline.ts')
     buildExecutable(elysiaExe, undefined, 'scripts/bench-baseline-elysia.ts')
+    if (args.cpu || args.memory) buildExecutable(floorExe, undefined, 'scripts/bench-baseline-floor.ts')
     bundleLoadGenerator(loadJs)
 
     const smallDb = join(dir, 'small', 'tokens.db')
@@ -533,6 +547,7 @@ async function main() {
       if (args.memory) {
         const targets: [string, string, Record<string, string>][] = [
           ['elysia', elysiaExe, { PNM_URL: pnm.url, SYNAPSE_URL: synapse.url, AS_TOKEN }],
+          ['floor', floorExe, { PNM_URL: pnm.url }],
           ['proxy', exe, { ...proxyEnvFor(pnm.url, smallDb), ...envArgs() }],
         ]
         if (beforeExe) targets.push(['before', beforeExe, proxyEnvFor(pnm.url, beforeDb)])
@@ -543,7 +558,7 @@ async function main() {
         }
         return
       }
-      await cpuOnly({ exe, beforeExe, elysiaExe, baselineExe, dir, children, env: proxyEnvFor(pnm.url, smallDb), beforeEnv: proxyEnvFor(pnm.url, beforeDb), baseEnv: { PNM_URL: pnm.url, SYNAPSE_URL: synapse.url, AS_TOKEN } })
+      await cpuOnly({ exe, beforeExe, elysiaExe, floorExe, baselineExe, dir, children, env: proxyEnvFor(pnm.url, smallDb), beforeEnv: proxyEnvFor(pnm.url, beforeDb), baseEnv: { PNM_URL: pnm.url, SYNAPSE_URL: synapse.url, AS_TOKEN } })
       return
     }
     process.stderr.write(`seeding ${f(LARGE_TABLE)} tokens...\n`)
