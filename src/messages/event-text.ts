@@ -46,7 +46,7 @@ export function editText(event: ClientEvent): string | undefined {
 /** The event a redaction removes: `content.redacts` (room version 11) first, then the top level. */
 export function redactedId(event: ClientEvent): string | undefined {
   if (event.type !== 'm.room.redaction') return undefined
-  return str(event.content.redacts) ?? event.redacts
+  return str(event.content.redacts) ?? str(event.redacts)
 }
 
 /**

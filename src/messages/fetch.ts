@@ -10,7 +10,7 @@ import { groupAddress, renderUser, type AddressBook } from '../addresses.ts'
 import type { AuthMode } from '../config.ts'
 import type { PasswordVerifier } from '../matrix/auth.ts'
 import { unavailable } from '../errors.ts'
-import { nonEmpty, OptionalText as Field, trimmed } from '../form-fields.ts'
+import { MAX_USERNAME_BYTES, nonEmpty, OptionalText as Field, refuseControl, refuseLonger, trimmed } from '../form-fields.ts'
 import { authenticateMessaging } from './authenticate.ts'
 import type { DeliveryRow, Member, MessageIndex, Room } from './index-store.ts'
 
@@ -43,19 +43,37 @@ export const FETCH_PAGE = 100
 /** Without a usable cursor: the newest page of this many days. */
 export const FALLBACK_DAYS = 7
 
-/** Trims every field except the password (a password may end in a space). Pure. */
+/** The app sends its install id; nothing longer is an install id. */
+export const MAX_DEVICE_BYTES = 255
+
+/**
+ * Trims every field except the password (a password may end in a space); a 400 naming the field
+ * for a control character in any of them, or a username or device past its length. Pure.
+ */
 export function normalizeFetch(body: FetchBody): FetchRequest {
-  return {
+  const request = {
     username: trimmed(body.username),
     password: nonEmpty(body.password),
     lastId: trimmed(body.last_id) ?? trimmed(body.last_known_sms_id),
     lastSentId: trimmed(body.last_sent_id) ?? trimmed(body.last_known_sent_sms_id),
     device: trimmed(body.device),
   }
+  refuseControl('username', request.username)
+  refuseControl('password', request.password)
+  refuseControl('last_id', request.lastId)
+  refuseControl('last_sent_id', request.lastSentId)
+  refuseControl('device', request.device)
+  refuseLonger('username', request.username, MAX_USERNAME_BYTES)
+  refuseLonger('device', request.device, MAX_DEVICE_BYTES)
+  return request
 }
 
-/** RFC 3339 in UTC, whole seconds, as the app's own examples show it. */
-export const rfc3339 = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z')
+/**
+ * RFC 3339 in UTC, whole seconds, as the app's own examples show it. Clamped to the range of a Date:
+ * a message stored with a timestamp past it (the index refuses those now) must not fail a fetch.
+ */
+export const rfc3339 = (ms: number) =>
+  new Date(Math.min(Math.max(ms, -8.64e15), 8.64e15)).toISOString().replace(/\.\d{3}Z$/, 'Z')
 
 export interface SmsItem {
   sms_id: string

@@ -25,13 +25,36 @@ export interface ClientEvent {
 
 const isObject = (v: unknown): v is Record<string, any> => v !== null && typeof v === 'object' && !Array.isArray(v)
 
+/** The range of a JavaScript Date: a timestamp past it cannot be rendered as a date in a fetch. */
+const MAX_TS = 8.64e15
+
+/**
+ * `value` with every U+0000 in its strings and keys replaced by U+FFFD. PostgreSQL text cannot hold
+ * U+0000: one such character in a message, a display name or a room name made the whole
+ * transaction fail there, and Synapse sent it again and again, holding up every event after it.
+ * Both stores get the same replacement, so an index moved between them reads the same. Pure.
+ */
+function withoutNul(value: unknown): unknown {
+  if (typeof value === 'string') return value.replaceAll('\u0000', '\uFFFD')
+  if (Array.isArray(value)) return value.map(withoutNul)
+  if (isObject(value)) {
+    const copy: Record<string, unknown> = {}
+    for (const [key, v] of Object.entries(value)) copy[key.replaceAll('\u0000', '\uFFFD')] = withoutNul(v)
+    return copy
+  }
+  return value
+}
+
 /** Checks the fields every event must have; the reason says what is wrong. Pure. */
-export function parseClientEvent(raw: unknown): { ok: true; event: ClientEvent } | { ok: false; reason: string } {
+export function parseClientEvent(input: unknown): { ok: true; event: ClientEvent } | { ok: false; reason: string } {
+  // JSON.stringify writes U+0000 as the escape \u0000: one native pass tells whether a copy is needed.
+  const raw = JSON.stringify(input)?.includes('\\u0000') ? withoutNul(input) : input
   if (!isObject(raw)) return { ok: false, reason: 'event is not an object' }
   for (const field of ['event_id', 'room_id', 'sender', 'type'] as const) {
     if (typeof raw[field] !== 'string' || raw[field] === '') return { ok: false, reason: `${field} is missing or not a string` }
   }
   if (typeof raw.origin_server_ts !== 'number' || !Number.isFinite(raw.origin_server_ts)) return { ok: false, reason: 'origin_server_ts is missing or not a number' }
+  if (Math.abs(raw.origin_server_ts) > MAX_TS) return { ok: false, reason: 'origin_server_ts is out of range' }
   if (!isObject(raw.content)) return { ok: false, reason: 'content is missing or not an object' }
   if (raw.state_key !== undefined && typeof raw.state_key !== 'string') return { ok: false, reason: 'state_key is not a string' }
   if (raw.unsigned !== undefined && !isObject(raw.unsigned)) return { ok: false, reason: 'unsigned is not an object' }

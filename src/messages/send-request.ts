@@ -4,7 +4,7 @@
  */
 import { t } from 'elysia'
 import { badRequest } from '../errors.ts'
-import { nonEmpty, OptionalText as Field, trimmed } from '../form-fields.ts'
+import { MAX_USERNAME_BYTES, nonEmpty, OptionalText as Field, refuseControl, refuseLonger, trimmed } from '../form-fields.ts'
 
 export const SendBodySchema = t.Object(
   {
@@ -43,10 +43,14 @@ export const DISPOSITION = 'application/x-acro-disposition-notification'
 
 const given = (v: string | null | undefined) => (v === null || v === undefined ? undefined : v)
 
-/** Trims every field except the password and the body; reads both spellings of each field. */
+/**
+ * Trims every field except the password and the body; reads both spellings of each field. A 400
+ * naming the field for a control character in the username, password or recipient, or a username
+ * past its length (the body is the message: it may hold any character).
+ */
 export function normalizeSend(body: SendBody): SendRequest {
   const contentType = trimmed(body.content_type)?.split(';')[0]!.trim().toLowerCase()
-  return {
+  const request = {
     username: trimmed(body.username) ?? trimmed(body.from),
     // An empty password is no password (a password may start or end with spaces: not trimmed).
     password: nonEmpty(body.password),
@@ -55,6 +59,11 @@ export function normalizeSend(body: SendBody): SendRequest {
     contentType: contentType || TEXT_PLAIN,
     dispositionNotification: trimmed(body.disposition_notification),
   }
+  refuseControl('username', request.username)
+  refuseControl('password', request.password)
+  refuseControl('to', request.to)
+  refuseLonger('username', request.username, MAX_USERNAME_BYTES)
+  return request
 }
 
 export interface Disposition {

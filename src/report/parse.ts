@@ -6,7 +6,7 @@
  */
 import { t } from 'elysia'
 import { badRequest, notJson } from '../errors.ts'
-import { OptionalText as Field, trimmed } from '../form-fields.ts'
+import { OptionalText as Field, MAX_USERNAME_BYTES, refuseControl, refuseLonger, trimmed } from '../form-fields.ts'
 
 export const ReportBodySchema = t.Object(
   {
@@ -59,13 +59,11 @@ export function parseReportBody(contentType: string | null, text: string): Recor
   return fields
 }
 
-const CONTROL = /\p{Cc}/u
 /** The selector "uniquely identifies the account" (FIELD-GUIDE §1): 40 hex, ':', 8 hex in practice. */
 const SELECTOR = /^[\x20-\x7e]{1,128}$/
 /** Synapse's limits on pushers/set (FIELD-GUIDE §2); the app is told here, where it can be. */
 const MAX_PUSHKEY_BYTES = 512
 const MAX_APP_ID_CHARS = 64
-const MAX_USERNAME_BYTES = 255
 
 type FieldName = keyof ReportBody
 
@@ -78,9 +76,6 @@ function pick(body: ReportBody, names: readonly FieldName[]): { name: FieldName;
   return undefined
 }
 
-function refuseControl(name: string, value: string) {
-  if (CONTROL.test(value)) throw badRequest(`${name} contains a control character`)
-}
 
 export function normalizeReport(body: ReportBody): Report {
   const selector = pick(body, ['selector'])
@@ -99,13 +94,11 @@ export function normalizeReport(body: ReportBody): Report {
   for (const field of [tokenMsgs, appIdMsgs, tokenCalls, appIdCalls, username, password]) {
     if (field !== undefined) refuseControl(field.name, field.value)
   }
-  for (const token of [tokenMsgs, tokenCalls]) {
-    if (token !== undefined && Buffer.byteLength(token.value) > MAX_PUSHKEY_BYTES) throw badRequest(`${token.name} is longer than ${MAX_PUSHKEY_BYTES} bytes`)
-  }
+  for (const token of [tokenMsgs, tokenCalls]) if (token !== undefined) refuseLonger(token.name, token.value, MAX_PUSHKEY_BYTES)
   for (const appId of [appIdMsgs, appIdCalls]) {
     if (appId !== undefined && appId.value.length > MAX_APP_ID_CHARS) throw badRequest(`${appId.name} is longer than ${MAX_APP_ID_CHARS} characters`)
   }
-  if (username !== undefined && Buffer.byteLength(username.value) > MAX_USERNAME_BYTES) throw badRequest(`username is longer than ${MAX_USERNAME_BYTES} bytes`)
+  refuseLonger('username', username?.value, MAX_USERNAME_BYTES)
   if (tokenMsgs !== undefined && appIdMsgs === undefined) throw badRequest('token_msgs is given without app_id_msgs')
   if (tokenCalls !== undefined && appIdCalls === undefined) throw badRequest('token_calls is given without app_id_calls')
   return {

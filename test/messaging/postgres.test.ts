@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { eventually } from '../harness.ts'
 import { pgSkipped, pgTestScope, startPgRelay } from '../pg.ts'
-import { directChatSetup, text, uid } from './events.ts'
+import { directChatSetup, member, redaction, state, text, uid } from './events.ts'
 import { startMessaging, type Messaging } from './support.ts'
 
 const { cleanups, schema } = pgTestScope()
@@ -58,6 +58,37 @@ describe.skipIf(pgSkipped())('messaging on two instances sharing PostgreSQL', ()
     // The index is the database's: PUSH_TOKEN_DB_PATH was never created.
     expect(existsSync(join(a.dir, 'tokens.db'))).toBe(false)
     expect(existsSync(join(b.dir, 'tokens.db'))).toBe(false)
+  })
+
+  test('U+0000, which PostgreSQL text cannot hold, neither stops the feed nor fails a fetch or a send: U+FFFD in events, 400 from the app', async () => {
+    const [a] = await twoInstances()
+    expect((await a.fetch('bob')).status).toBe(200)
+    const named = { room, sender: alice }
+    const events = [
+      ...directChatSetup(room, alice, bob),
+      { ...member({ room, sender: alice, membership: 'join', displayname: 'Al\u0000ice', prev: { membership: 'join' } }) },
+      state(named, 'm.room.name', { name: 'Ro\u0000om' }),
+      text(named, 'a\u0000b'),
+      // A redaction naming no event ID: PostgreSQL refused to compare the number with its text.
+      { ...redaction(named, '$nothing'), redacts: 42, content: { redacts: 42 } },
+      text(named, 'after'),
+    ]
+    const answer = await a.txn('77', events)
+    expect(answer.status).toBe(200)
+    const got = await a.fetch('bob')
+    expect(got.json.received_smss.map((m: { sms_text: string }) => m.sms_text)).toEqual(['a\uFFFDb', 'after'])
+    // The app's own fields: a 400 naming the field, not the database's error.
+    for (const [fields, field] of [
+      [{ device: 'd\u00001' }, 'device'],
+      [{ last_id: '$x\u0000' }, 'last_id'],
+    ] as const) {
+      const refused = await a.fetch('bob', fields)
+      expect(refused.status).toBe(400)
+      expect(refused.json.error).toBe(`${field} contains a control character`)
+    }
+    const send = await a.request('POST', '/api/client/send_message', { username: 'bob', password: 'bob-password', to: 'ali\u0000ce', body: 'hi' })
+    expect(send.status).toBe(400)
+    expect(send.json.error).toBe('to contains a control character')
   })
 
   test('a message repeated through B within SEND_DEDUPE_SECONDS answers the sms_id A sent, without a second /send', async () => {

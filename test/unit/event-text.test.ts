@@ -138,6 +138,9 @@ describe('redactedId', () => {
     expect(redactedId(ev('m.room.redaction', { redacts: '$inContent' }, { redacts: '$topLevel' }))).toBe('$inContent')
     expect(redactedId(ev('m.room.redaction', { reason: 'spam' }, { redacts: '$topLevel' }))).toBe('$topLevel')
     expect(redactedId(ev('m.room.redaction', {}))).toBeUndefined()
+    // Not an event ID: PostgreSQL refused to compare a number with its text column.
+    expect(redactedId(ev('m.room.redaction', {}, { redacts: 42 as never }))).toBeUndefined()
+    expect(redactedId(ev('m.room.redaction', { redacts: 42 }, { redacts: '$topLevel' }))).toBe('$topLevel')
   })
   test('only for redactions', () => {
     expect(redactedId(ev('m.room.message', { msgtype: 'm.text', body: 'x', redacts: '$o' }, { redacts: '$o' }))).toBeUndefined()

@@ -3,6 +3,7 @@ import { normalizeFetch, renderDelivery, rfc3339 } from '../../src/messages/fetc
 import { parseClientEvent } from '../../src/messages/ingest.ts'
 import type { DeliveryRow, Member, Room } from '../../src/messages/index-store.ts'
 import { parseMappingFile } from '../../src/report/mapping.ts'
+import type { AppError } from '../../src/errors.ts'
 
 const mapping = (() => {
   const parsed = parseMappingFile(JSON.stringify([{ matrix_id: '@carol:example.org', number: '+4930123' }]))
@@ -34,6 +35,25 @@ describe('normalizeFetch', () => {
       device: 'd1',
     })
     expect(normalizeFetch({ last_id: '$x', last_known_sms_id: '$y', password: '' })).toMatchObject({ lastId: '$x', password: undefined })
+  })
+
+  test('a control character in any field, or a username or device past 255 bytes, is a 400 naming the field', () => {
+    const refused = (body: Parameters<typeof normalizeFetch>[0]) => {
+      try {
+        normalizeFetch(body)
+      } catch (e) {
+        return { status: (e as AppError).status, message: (e as AppError).message }
+      }
+      return undefined
+    }
+    expect(refused({ device: 'd\u00001' })).toEqual({ status: 400, message: 'device contains a control character' })
+    expect(refused({ last_known_sms_id: '$a\u0000' })).toEqual({ status: 400, message: 'last_id contains a control character' })
+    expect(refused({ last_sent_id: '$a\nb' })).toEqual({ status: 400, message: 'last_sent_id contains a control character' })
+    expect(refused({ username: 'bo\u0007b' })).toEqual({ status: 400, message: 'username contains a control character' })
+    expect(refused({ password: 'pw\u0000' })).toEqual({ status: 400, message: 'password contains a control character' })
+    expect(refused({ username: 'é'.repeat(128) })).toEqual({ status: 400, message: 'username is longer than 255 bytes' })
+    expect(refused({ device: 'd'.repeat(256) })).toEqual({ status: 400, message: 'device is longer than 255 bytes' })
+    expect(refused({ username: 'u'.repeat(255), device: 'd'.repeat(255), password: ' pass word ' })).toBeUndefined()
   })
 })
 
@@ -73,8 +93,39 @@ describe('parseClientEvent', () => {
     expect(parseClientEvent({ event_id: '$e', room_id: '!r', sender: '@a:x', type: 'm.room.message', origin_server_ts: 1, content: [] }).ok).toBe(false)
     expect(parseClientEvent({ event_id: '$e', room_id: '!r', sender: '@a:x', type: 'm.room.message', origin_server_ts: 1, content: {} }).ok).toBe(true)
   })
+
+  test('a timestamp past the range of a date is refused (a fetch could not render it)', () => {
+    const at = (origin_server_ts: number) => parseClientEvent({ event_id: '$e', room_id: '!r', sender: '@a:x', type: 'm.room.message', origin_server_ts, content: {} })
+    expect(at(Number.MAX_SAFE_INTEGER)).toEqual({ ok: false, reason: 'origin_server_ts is out of range' })
+    expect(at(-8.64e15 - 1)).toEqual({ ok: false, reason: 'origin_server_ts is out of range' })
+    expect(at(8.64e15).ok).toBe(true)
+  })
+
+  test('U+0000 in any string or key becomes U+FFFD (PostgreSQL text cannot hold it); an event without one is kept as it is', () => {
+    const raw = {
+      event_id: '$e\u0000',
+      room_id: '!r',
+      sender: '@a:x',
+      type: 'm.room.message',
+      origin_server_ts: 1,
+      content: { body: 'a\u0000b', 'k\u0000': [{ deep: '\u0000' }], n: 5 },
+    }
+    const parsed = parseClientEvent(raw)
+    expect(parsed).toEqual({
+      ok: true,
+      event: { ...raw, event_id: '$e\uFFFD', content: { body: 'a\uFFFDb', 'k\uFFFD': [{ deep: '\uFFFD' }], n: 5 } } as never,
+    })
+    expect(raw.content.body).toBe('a\u0000b')
+    // A backslash and "u0000" typed in a message is text, not U+0000, and stays.
+    const typed = { event_id: '$e', room_id: '!r', sender: '@a:x', type: 'm.room.message', origin_server_ts: 1, content: { body: 'C:\\u0000' } }
+    expect(parseClientEvent(typed)).toEqual({ ok: true, event: typed as never })
+    const plain = { event_id: '$e', room_id: '!r', sender: '@a:x', type: 'm.room.message', origin_server_ts: 1, content: { body: 'hello' } }
+    const kept = parseClientEvent(plain)
+    expect(kept.ok && kept.event).toBe(plain as never)
+  })
 })
 
-test('rfc3339 is UTC with whole seconds', () => {
+test('rfc3339 is UTC with whole seconds, clamped to the range of a date', () => {
   expect(rfc3339(Date.UTC(2026, 0, 2, 3, 4, 5, 999))).toBe('2026-01-02T03:04:05Z')
+  expect(rfc3339(Number.MAX_SAFE_INTEGER)).toBe('+275760-09-13T00:00:00Z')
 })
