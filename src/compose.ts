@@ -224,7 +224,16 @@ function composeMessaging(
       (e) => log.warn({ err: (e as Error).message }, "could not learn the appservice's own user (whoami)"),
     )
   }
+  // A getter: with AUTH_MODE=ext the CTI's list changes at each good password check, and the
+  // addresses of pushes, Fetch Messages and Send Message follow it.
+  const book: AddressBook = {
+    serverName: config.serverName,
+    get mapping() {
+      return deps.directory.entries()
+    },
+  }
   const context = () => ({
+    book,
     senderUserId,
     serverName: config.serverName,
     autoJoinDirect: config.autoJoinDirect,
@@ -242,14 +251,6 @@ function composeMessaging(
         afterCommit: () => wake.afterCommit(),
       })
     : undefined
-  // A getter: with AUTH_MODE=ext the CTI's list changes at each good password check, and the
-  // addresses of pushes, Fetch Messages and Send Message follow it.
-  const book: AddressBook = {
-    serverName: config.serverName,
-    get mapping() {
-      return deps.directory.entries()
-    },
-  }
   const pushView = index ? createPushView({ index, matrix: deps.matrix, book, now: deps.now, context }) : undefined
   const fetchService = createFetchService({
     index: index!,

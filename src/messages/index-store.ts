@@ -105,6 +105,8 @@ export interface IndexTx {
   assignAddress(userId: string, address: string, conversation: string, now: number): Promise<void>
   /** Users who hold an address for this conversation. */
   addressHolders(conversation: string): Promise<string[]>
+  /** Rooms known as direct chats with both users as members, most recently active first. */
+  directRooms(userId: string, peer: string): Promise<string[]>
 
   /** Queues a job once per (kind, user, room); a queued one is made due now. */
   queueJob(kind: JobKind, userId: string, roomId: string, now: number): Promise<void>

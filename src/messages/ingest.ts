@@ -5,7 +5,7 @@
  * redactions follow the rules of README: Messaging. The caller runs this inside one write transaction.
  */
 import { displayText, editOf, redactedId } from './event-text.ts'
-import { groupAddress, uniqueAddress } from '../addresses.ts'
+import { groupAddress, resolveAddress, uniqueAddress, type AddressBook } from '../addresses.ts'
 import type { IndexTx, Membership, Room } from './index-store.ts'
 
 /** A client-format event as Synapse sends it to an appservice (FIELD-GUIDE §7), checked for the fields we rely on. */
@@ -71,6 +71,8 @@ export interface IngestContext {
   readonly now: number
   /** A race fill or a catch-up: the user it is for (whose push, or whose enrolment). */
   readonly fillFor?: string
+  /** How users are shown: a group is never given the address of a user its member chats with. */
+  readonly book?: AddressBook
 }
 
 export type IngestSource = 'stream' | 'fill' | 'catchup'
@@ -211,12 +213,16 @@ async function renameConversation(tx: IndexTx, room: Room, ctx: IngestContext) {
 
 async function ensureAddress(tx: IndexTx, userId: string, room: Room, ctx: IngestContext) {
   const base = groupAddress({ name: room.name, canonicalAlias: room.canonicalAlias, roomId: room.conversation })
-  const address = await addressFor(tx, userId, base, room.conversation)
+  const address = await addressFor(tx, userId, base, room.conversation, ctx)
   if (address !== (await tx.currentAddress(userId, room.conversation))) await tx.assignAddress(userId, address, room.conversation, ctx.now)
 }
 
-/** The first address from `base` that no other conversation of this user holds. */
-async function addressFor(tx: IndexTx, userId: string, base: string, conversation: string): Promise<string> {
+/**
+ * The first address from `base` that no other conversation of this user holds, and that does not
+ * name a user this user has a direct chat with: a group called "alice" would otherwise show as the
+ * direct chat with alice, and take the replies meant for it.
+ */
+async function addressFor(tx: IndexTx, userId: string, base: string, conversation: string, ctx: IngestContext): Promise<string> {
   const taken = new Map<string, boolean>()
   // uniqueAddress is synchronous: the answers it may ask for are looked up first, a few at a time.
   for (let tries = 0; tries < 50; tries++) {
@@ -231,7 +237,9 @@ async function addressFor(tx: IndexTx, userId: string, base: string, conversatio
     })
     if (missing === undefined) return address
     const holder = await tx.addressTaken(userId, missing)
-    taken.set(missing, holder !== undefined && holder !== conversation)
+    const peer = ctx.book && resolveAddress(missing, ctx.book)
+    const chatsWith = peer !== undefined && peer !== userId && (await tx.directRooms(userId, peer)).length > 0
+    taken.set(missing, (holder !== undefined && holder !== conversation) || chatsWith)
   }
   return `${base}\u00a0${conversation}`
 }

@@ -105,6 +105,7 @@ export function createPostgresIndex(sql: SQL, options: { lockTimeoutMs?: number 
       },
       addressHolders: async (conversation) =>
         ((await tx`SELECT DISTINCT user_id FROM mx_addresses WHERE conversation = ${conversation}`) as { user_id: string }[]).map((r) => r.user_id),
+      directRooms: (userId, peer) => directRooms(tx, userId, peer),
       queueJob: async (kind, userId, roomId, now) =>
         void (await tx`
           INSERT INTO mx_jobs (kind, user_id, room_id, next_attempt_at, created_at) VALUES (${kind}, ${userId}, ${roomId}, ${now}, ${now})
@@ -119,6 +120,15 @@ export function createPostgresIndex(sql: SQL, options: { lockTimeoutMs?: number 
   const members = async (db: SQL, roomId: string) =>
     ((await db`SELECT * FROM mx_members WHERE room_id = ${roomId} ORDER BY updated_at, user_id`) as MemberRow[]).map(toMember)
   const isEnrolled = async (db: SQL, userId: string) => ((await db`SELECT 1 FROM mx_enrolled WHERE user_id = ${userId}`) as unknown[]).length > 0
+  async function directRooms(db: SQL, userId: string, peer: string) {
+    const rows: { room_id: string }[] = await db`
+      SELECT r.room_id FROM mx_rooms r
+      JOIN mx_members a ON a.room_id = r.room_id AND a.user_id = ${userId}
+      JOIN mx_members b ON b.room_id = r.room_id AND b.user_id = ${peer}
+      WHERE r.kind = 'direct' OR r.is_direct
+      ORDER BY coalesce((SELECT max(e.ord) FROM mx_events e WHERE e.room_id = r.room_id), 0) DESC, r.updated_at DESC`
+    return rows.map((r) => r.room_id)
+  }
   async function conversationOf(db: SQL, userId: string, address: string) {
     const [row]: { conversation: string }[] = await db`SELECT conversation FROM mx_addresses WHERE user_id = ${userId} AND address = ${address}`
     return row?.conversation
@@ -180,15 +190,7 @@ export function createPostgresIndex(sql: SQL, options: { lockTimeoutMs?: number 
       const [row]: { seq: Big }[] = await sql`SELECT seq FROM mx_deliveries WHERE user_id = ${userId} AND event_id = ${eventId}`
       return row ? Number(row.seq) : undefined
     },
-    directRooms: async (userId, peer) =>
-      ((await sql`
-        SELECT r.room_id FROM mx_rooms r
-        JOIN mx_members a ON a.room_id = r.room_id AND a.user_id = ${userId}
-        JOIN mx_members b ON b.room_id = r.room_id AND b.user_id = ${peer}
-        WHERE r.kind = 'direct' OR r.is_direct
-        ORDER BY coalesce((SELECT max(e.ord) FROM mx_events e WHERE e.room_id = r.room_id), 0) DESC, r.updated_at DESC`) as { room_id: string }[]).map(
-        (r) => r.room_id,
-      ),
+    directRooms: (userId, peer) => directRooms(sql, userId, peer),
     conversationOf: (userId, address) => conversationOf(sql, userId, address),
     deliveriesAfter: async (userId, sent, afterSeq, limit) =>
       ((await sql`

@@ -90,11 +90,14 @@ export function createSendService(deps: SendDeps) {
     createHmac('sha256', key).update([user, to, contentType, body].join('\u0000')).digest('base64url')
 
   async function resolveTarget(userId: string, to: string): Promise<Target> {
+    const peer = resolveAddress(to, deps.book)
+    // A user the caller already has a direct chat with comes first: a group once named after them
+    // (groups no longer get such an address, but an old one stays the user's) must not take the reply.
+    if (peer !== undefined && peer !== userId && (await deps.index.directRooms(userId, peer)).length > 0) return { kind: 'direct', peer }
     // A group address the app was shown for this user names that room; it is looked up among the
     // caller's own conversations only.
     const room = await deps.index.groupRoom(userId, to)
     if (room !== undefined) return { kind: 'group', room }
-    const peer = resolveAddress(to, deps.book)
     if (peer === undefined) throw badRequest(`to: "${to}" is neither a user nor one of your conversations`)
     if (peer === userId) throw badRequest('to: you cannot send a message to yourself')
     return { kind: 'direct', peer }

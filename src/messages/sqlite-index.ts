@@ -193,6 +193,7 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
     currentAddress: async (userId, conversation) => q.currentAddress.get(userId, conversation)?.address,
     assignAddress: async (userId, address, conversation, now) => void q.assignAddress.run(userId, address, conversation, now),
     addressHolders: async (conversation) => q.addressHolders.all(conversation).map((r) => r.user_id),
+    directRooms: async (userId, peer) => q.directRooms.all(userId, peer).map((r) => r.room_id),
     queueJob: async (kind, userId, roomId, now) => void q.queueJob.run(kind, userId, roomId, now),
   }
 
@@ -237,7 +238,7 @@ export function openSqliteIndex(path: string, options: { busyTimeoutMs?: number 
     },
     message: tx.getMessage,
     deliverySeq: async (userId, eventId) => q.deliverySeq.get(userId, eventId)?.seq,
-    directRooms: async (userId, peer) => q.directRooms.all(userId, peer).map((r) => r.room_id),
+    directRooms: tx.directRooms,
     conversationOf: tx.addressTaken,
     deliveriesAfter: async (userId, sent, afterSeq, limit) => q.deliveriesAfter.all(userId, sent ? 1 : 0, afterSeq, limit).map(toDelivery),
     newestDeliveries: async (userId, sent, sinceTs, limit) => q.newestDeliveries.all(userId, sent ? 1 : 0, sinceTs, limit).map(toDelivery),

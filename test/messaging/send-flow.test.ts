@@ -122,4 +122,43 @@ describe('send, fetch and push agree', () => {
     expect(reply.status).toBe(200)
     expect(h.synapse.rooms.findEvent(reply.json.sms_id)!.room_id).toBe(room)
   })
+
+  test('a group named after a user the member chats with gets another address; a reply to that user goes to the direct chat', async () => {
+    h = await startMessaging()
+    await h.fetch('bob')
+    const direct = h.synapse.directChat(alice, bob)
+    h.synapse.sendText(alice, direct, 'just us')
+    await h.settle()
+    // Carol names a group "alice", with bob in it.
+    const group = h.synapse.rooms.createRoom(uid('carol'), { preset: 'private_chat', invite: [bob], name: 'alice' })
+    h.synapse.rooms.join(bob, group)
+    h.synapse.sendText(uid('carol'), group, 'reply here, bob')
+    await h.settle()
+    const items = (await h.fetch('bob')).json.received_smss
+    expect(items.map((i: { stream_id: string; sms_text: string }) => [i.stream_id, i.sms_text])).toEqual([
+      ['alice', 'just us'],
+      ['alice\u00a0(2)', 'carol: reply here, bob'],
+    ])
+    const toAlice = await send('bob', 'alice', 'for alice only')
+    expect(toAlice.status).toBe(200)
+    expect(h.synapse.rooms.findEvent(toAlice.json.sms_id)!.room_id).toBe(direct)
+    const toGroup = await send('bob', 'alice\u00a0(2)', 'for the group')
+    expect(h.synapse.rooms.findEvent(toGroup.json.sms_id)!.room_id).toBe(group)
+  })
+
+  test('a group that got a user\'s address before the direct chat existed: a reply to that user still goes to the direct chat', async () => {
+    h = await startMessaging()
+    await h.fetch('bob')
+    const group = h.synapse.rooms.createRoom(uid('carol'), { preset: 'private_chat', invite: [bob], name: 'alice' })
+    h.synapse.rooms.join(bob, group)
+    h.synapse.sendText(uid('carol'), group, 'a group called alice')
+    await h.settle()
+    expect((await h.fetch('bob')).json.received_smss.map((i: { stream_id: string }) => i.stream_id)).toEqual(['alice'])
+    const direct = h.synapse.directChat(alice, bob)
+    h.synapse.sendText(alice, direct, 'now a direct chat')
+    await h.settle()
+    const reply = await send('bob', 'alice', 'to alice')
+    expect(reply.status).toBe(200)
+    expect(h.synapse.rooms.findEvent(reply.json.sms_id)!.room_id).toBe(direct)
+  })
 })

@@ -182,6 +182,9 @@ for (const engine of engines) {
         await tx.assignAddress('@b:x', 'addr-1', ROOM, 5)
         expect(await tx.addressTaken('@b:x', 'addr-2')).toBe(ROOM)
         expect(await tx.addressHolders(ROOM)).toEqual(['@b:x'])
+        // Inside the transaction too: a group's address is checked against the member's direct chats.
+        expect(await tx.directRooms('@a:x', '@b:x')).toEqual([ROOM])
+        expect(await tx.directRooms('@a:x', '@nobody:x')).toEqual([])
       })
       expect((await index.rooms([ROOM, '!none:x'])).get(ROOM)).toMatchObject({ kind: 'direct', isDirect: true, name: 'Chat' })
       expect((await index.rooms([])).size).toBe(0)
