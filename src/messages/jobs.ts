@@ -76,6 +76,30 @@ export function createJobWorker(deps: JobDeps) {
     if (invites.length > 0) deps.log.info({ user_id: userId, invites: invites.length }, 'pending invites read at enrolment')
   }
 
+  /**
+   * A room of two that the user's own m.direct does not list is still a direct chat when the
+   * invite said so (is_direct, in the history just read) or the peer's m.direct lists it: a phone
+   * user's client never wrote an m.direct, the other side's did (Element writes the inviter's).
+   * The peer's is read as the peer, for a user of this homeserver only.
+   */
+  async function markedDirectElsewhere(userId: string, roomId: string, peer: string, history: readonly unknown[]): Promise<boolean> {
+    const invitedDirect = history.some((raw) => {
+      const e = raw as { type?: unknown; state_key?: unknown; content?: { membership?: unknown; is_direct?: unknown } } | null
+      return e?.type === 'm.room.member' && e.content?.membership === 'invite' && e.content.is_direct === true && (e.state_key === userId || e.state_key === peer)
+    })
+    if (invitedDirect) return true
+    const { serverName } = deps.context()
+    if (serverName === undefined || serverOf(peer) !== serverName) return false
+    // Refused (a user outside the appservice's namespace): not known. A transient failure fails the
+    // catch-up, which is tried again.
+    const theirs = await deps.matrix.getAccountData(peer, 'm.direct').catch((e) => {
+      if (e instanceof MatrixError && !e.isTransient) return undefined
+      throw e
+    })
+    const listed = theirs?.[userId]
+    return Array.isArray(listed) && listed.includes(roomId)
+  }
+
   async function catchup(userId: string) {
     const startedAt = deps.now()
     await learnPendingInvites(userId)
@@ -96,13 +120,15 @@ export function createJobWorker(deps: JobDeps) {
       const ids = Object.keys(members)
       const history =
         ids.length > CATCHUP_MAX_MEMBERS ? [] : (await deps.matrix.roomMessages(userId, roomId, { dir: 'b', limit: CATCHUP_MESSAGES })).chunk
+      const peer = ids.length === 2 ? ids.find((id) => id !== userId) : undefined
+      const isDirect = directRooms.has(roomId) || (peer !== undefined && (await markedDirectElsewhere(userId, roomId, peer, history)))
       const ctx: IngestContext = { ...deps.context(), now: deps.now(), fillFor: userId }
       await deps.index.write(async (tx) => {
         const room = await tx.getRoom(roomId)
         await tx.updateRoom(
           roomId,
           {
-            isDirect: (room?.isDirect ?? false) || directRooms.has(roomId),
+            isDirect: (room?.isDirect ?? false) || isDirect,
             name: room?.name ?? (typeof name?.name === 'string' && name.name !== '' ? name.name : undefined),
             canonicalAlias: room?.canonicalAlias ?? (typeof alias?.alias === 'string' ? alias.alias : undefined),
           },

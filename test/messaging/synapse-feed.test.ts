@@ -116,6 +116,42 @@ describe('messaging with the fake Synapse feed', () => {
     expect(texts((await h.fetch('bob', { device: 'phone' })).json.received_smss)).toEqual([expect.stringContaining('new one')])
   })
 
+  test('catch-up: a chat of two is direct when the invite said so or the peer\'s m.direct lists it, though the user\'s own does not', async () => {
+    h = await startMessaging()
+    // Made while messaging was off: no event of it reaches the proxy (registration url null).
+    h.synapse.appservice.pause()
+    // Element made both; bob joined from another client that wrote no m.direct.
+    const invited = h.synapse.rooms.createRoom(alice, { preset: 'trusted_private_chat', invite: [bob], is_direct: true })
+    h.synapse.rooms.join(bob, invited)
+    h.synapse.sendText(alice, invited, 'invited as direct')
+    const listed = h.synapse.rooms.createRoom(carol, { preset: 'private_chat', invite: [bob] })
+    h.synapse.rooms.join(bob, listed)
+    h.synapse.rooms.putAccountData(carol, 'm.direct', { [bob]: [listed] })
+    h.synapse.sendText(carol, listed, 'listed by carol')
+    // Neither: a room of two that nobody called direct stays a group.
+    const plain = h.synapse.rooms.createRoom(carol, { preset: 'private_chat', invite: [bob], name: 'Two of us' })
+    h.synapse.rooms.join(bob, plain)
+    h.synapse.sendText(carol, plain, 'just a room')
+    // Filler, so that the first invite is no longer in the 50 events the catch-up reads: alice's
+    // m.direct (Element writes the inviter's) tells.
+    h.synapse.rooms.putAccountData(alice, 'm.direct', { [bob]: [invited] })
+    // And one whose invite is among them, listed by nobody.
+    const recent = h.synapse.rooms.createRoom(uid('dave'), { preset: 'trusted_private_chat', invite: [bob], is_direct: true })
+    h.synapse.rooms.join(bob, recent)
+    h.synapse.sendText(uid('dave'), recent, 'invite in the history')
+    for (let i = 0; i < 60; i++) h.synapse.sendText(alice, invited, `more ${i}`)
+    h.synapse.appservice.dropQueued()
+    h.synapse.appservice.resume()
+    await h.fetch('bob')
+    await h.settle()
+    const got = (await h.fetch('bob', { device: 'phone' })).json.received_smss
+    const by = (text: string) => got.find((i: { sms_text: string }) => i.sms_text.endsWith(text))
+    expect(by('more 59')).toMatchObject({ stream_id: 'alice', sms_text: 'more 59' })
+    expect(by('listed by carol')).toMatchObject({ stream_id: 'carol', sms_text: 'listed by carol' })
+    expect(by('invite in the history')).toMatchObject({ stream_id: 'dave', sms_text: 'invite in the history' })
+    expect(by('just a room')).toMatchObject({ stream_id: 'Two\u00a0of\u00a0us' })
+  })
+
   test('a catch-up that fails is retried until it succeeds', async () => {
     h = await startMessaging()
     const room = h.synapse.rooms.createRoom(alice, { preset: 'private_chat', invite: [bob] })
