@@ -7,6 +7,7 @@ import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { ValueError } from '@sinclair/typebox/value'
 import type { Logger } from 'pino'
 import { readBodyText } from './body.ts'
+import { formFields } from './form-fields.ts'
 import { clientAddress, isPrivateAddress } from './client-address.ts'
 import { FETCH_PATH, NOTIFY_PATH, REMOVAL_PATH, REPORT_PATH, SEND_PATH, type Config } from './config.ts'
 import { AppError, badRequest, forbidden, methodNotAllowed, notConfigured, notFound, notJson, unrecognized } from './errors.ts'
@@ -16,7 +17,7 @@ import { OPENAPI_PATH, openApiDocument } from './openapi.ts'
 import { normalizeReport, parseReportBody, REPORT_BODY_LIMIT, ReportBodySchema, type Report, type ReportBody } from './report/parse.ts'
 import type { TokenStore } from './store/types.ts'
 import type { SendAnswer } from './messages/send.ts'
-import { normalizeSend, SEND_BODY_LIMIT, SendBodySchema, type SendBody, type SendRequest } from './messages/send-request.ts'
+import { normalizeSend, RECIPIENT_FIELDS, SEND_BODY_LIMIT, SendBodySchema, type SendBody, type SendRequest } from './messages/send-request.ts'
 import { assertHomeserver, parseTransactionBody, TRANSACTION_BODY_LIMIT, type TransactionHandler } from './appservice/transactions.ts'
 import { FETCH_BODY_LIMIT, FetchBodySchema, normalizeFetch, type FetchAnswer, type FetchBody, type FetchRequest } from './messages/fetch.ts'
 
@@ -95,12 +96,8 @@ function assertMatches<T extends TSchema>(check: TypeCheck<T>, value: unknown): 
   return value as Static<T>
 }
 
-/** A GET's query string as fields, first value of each name (as a form body is read). */
-function queryFields(request: Request): Record<string, string> {
-  const query: Record<string, string> = {}
-  for (const [key, value] of new URL(request.url).searchParams) if (!(key in query)) query[key] = value
-  return query
-}
+/** A GET's query string as fields, read as a form body is. */
+const queryFields = (request: Request, once?: readonly string[]) => formFields(new URL(request.url).searchParams, once)
 
 const requests = new WeakMap<Request, RequestRecord>()
 
@@ -230,10 +227,10 @@ export function createApp(deps: AppDeps) {
     )
     .post(SEND_PATH, ({ body, request, server }) => deps.sendMessage(normalizeSend(body as SendBody), peerOf(request, server), reqLog(request)), {
       parse: async ({ request }) =>
-        assertMatches(sendBody, parseReportBody(request.headers.get('content-type'), await readBodyText(request, SEND_BODY_LIMIT))),
+        assertMatches(sendBody, parseReportBody(request.headers.get('content-type'), await readBodyText(request, SEND_BODY_LIMIT), RECIPIENT_FIELDS)),
     })
     .get(SEND_PATH, ({ request, server }) => {
-      const query = queryFields(request)
+      const query = queryFields(request, RECIPIENT_FIELDS)
       return deps.sendMessage(normalizeSend(assertMatches(sendBody, query)), peerOf(request, server), reqLog(request))
     })
     .put(

@@ -34,3 +34,17 @@ export function refuseControl(name: string, value: string | undefined) {
 export function refuseLonger(name: string, value: string | undefined, max: number) {
   if (value !== undefined && Buffer.byteLength(value) > max) throw badRequest(`${name} is longer than ${max} bytes`)
 }
+
+/**
+ * A form body's or query string's fields, the first value of each name. A name in `once` given more
+ * than once is a 400 naming it: Send Message's `to` twice is two recipients, which one request does
+ * not carry (the app sends one request per recipient).
+ */
+export function formFields(params: URLSearchParams, once: readonly string[] = []): Record<string, string> {
+  const fields: Record<string, string> = {}
+  for (const [key, value] of params) {
+    if (!(key in fields)) fields[key] = value
+    else if (once.includes(key)) throw badRequest(`${key} is given more than once`)
+  }
+  return fields
+}

@@ -22,6 +22,9 @@ export const SendBodySchema = t.Object(
 )
 export type SendBody = typeof SendBodySchema.static
 
+/** The recipient's two spellings: one request carries one recipient. */
+export const RECIPIENT_FIELDS = ['to', 'sms_to'] as const
+
 export interface SendRequest {
   readonly username?: string
   readonly password?: string

@@ -6,7 +6,7 @@
  */
 import { t } from 'elysia'
 import { badRequest, notJson } from '../errors.ts'
-import { OptionalText as Field, MAX_USERNAME_BYTES, refuseControl, refuseLonger, trimmed } from '../form-fields.ts'
+import { OptionalText as Field, formFields, MAX_USERNAME_BYTES, refuseControl, refuseLonger, trimmed } from '../form-fields.ts'
 
 export const ReportBodySchema = t.Object(
   {
@@ -40,7 +40,7 @@ export interface Report {
 export const REPORT_BODY_LIMIT = 8 * 1024
 
 /** JSON or form, by Content-Type; without a usable one, by the first character. */
-export function parseReportBody(contentType: string | null, text: string): Record<string, unknown> {
+export function parseReportBody(contentType: string | null, text: string, once: readonly string[] = []): Record<string, unknown> {
   const type = (contentType ?? '').split(';')[0]!.trim().toLowerCase()
   const json = type === 'application/json' || type.endsWith('+json') || (type !== 'application/x-www-form-urlencoded' && text.trimStart().startsWith('{'))
   if (json) {
@@ -53,10 +53,7 @@ export function parseReportBody(contentType: string | null, text: string): Recor
     if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw badRequest('Request body must be a JSON object')
     return parsed as Record<string, unknown>
   }
-  const params = new URLSearchParams(text)
-  const fields: Record<string, string> = {}
-  for (const [key, value] of params) if (!(key in fields)) fields[key] = value
-  return fields
+  return formFields(new URLSearchParams(text), once)
 }
 
 /** The selector "uniquely identifies the account" (FIELD-GUIDE §1): 40 hex, ':', 8 hex in practice. */

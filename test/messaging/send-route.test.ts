@@ -65,11 +65,17 @@ describe('Send Message route', () => {
       [{ username: 'alice', password: 'alice-password', to: 'bob', body: '{}', content_type: 'application/x-acro-filetransfer+json' }, undefined, 400, 'not supported yet'],
       [{ username: 'alice', password: 'wrong', to: 'bob', body: 'x' }, undefined, 401, 'Invalid'],
       [{ username: 'alice', to: 'bob', body: 'x' }, undefined, 401, 'password'],
+      // Two recipients in one request: the app sends one request per recipient.
+      ['username=alice&password=alice-password&to=bob&to=carol&body=x', FORM, 400, 'to is given more than once'],
+      ['username=alice&password=alice-password&sms_to=bob&sms_to=bob&body=x', FORM, 400, 'sms_to is given more than once'],
+      [{ username: 'alice', password: 'alice-password', to: 'bo\u0000b', body: 'x' }, undefined, 400, 'to contains a control character'],
     ]
     for (const [body, headers, status, fragment] of cases) {
       const a = await h.request('POST', PATH, body, headers)
       expect([a.status, a.json.error.includes(fragment)]).toEqual([status, true])
     }
+    const twice = await h.request('GET', `${PATH}?username=alice&password=alice-password&to=bob&to=carol&body=x`)
+    expect([twice.status, twice.json.error]).toEqual([400, 'to is given more than once'])
     const big = await h.request('POST', PATH, JSON.stringify({ body: 'x'.repeat(300 * 1024) }), { 'content-type': 'application/json' })
     expect(big.status).toBe(413)
     expect((await h.request('PUT', PATH, {})).status).toBe(405)
