@@ -174,7 +174,11 @@ export function createReportService(deps: ReportServiceDeps) {
         await deps.enrol(userId, log).catch((e) => log.error({ user_id: userId, err: (e as Error).message }, 'could not enrol the user for messaging'))
       }
       if (result.jobs.length > 0) {
-        const selectors = [report.selector, ...result.evicted.map((r) => r.selector)]
+        // Every selector a call was queued under: removing one of two accounts of a user on one phone
+        // queues the other's pusher again. Answered only after it, a notify that Synapse sends next
+        // names the remaining account; before, it named the removed one, was rejected, and
+        // Synapse deleted the pusher the remaining account had just been given.
+        const selectors = [...new Set([report.selector, ...result.jobs.map((j) => j.selector), ...result.evicted.map((r) => r.selector)])]
         // Past the wait the app gets its answer; the worker carries on (runSelector never rejects).
         const reqId = log.bindings().req_id as string | undefined
         await withTimeout(Promise.all(selectors.map((s) => deps.worker.runSelector(s, reqId))), deps.inlineWaitMs ?? INLINE_PUSHER_WAIT_MS, 'the first pusher attempt').catch(() => {})
