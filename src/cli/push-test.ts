@@ -46,7 +46,7 @@ export async function runPushTest(env: Env, selector: string, io: CliIo, options
   const started = performance.now()
   const answer = await pnm.send(request, config.pnmTimeoutMs)!
   const ms = Math.round(performance.now() - started)
-  const outcome = classifyPnmAnswer(answer)
+  const outcome = classifyPnmAnswer(answer, request.DeviceToken)
   if (answer.kind === 'answer') io.out(printable(`PNM answered HTTP ${answer.status} in ${ms} ms: ${answer.body.slice(0, 500) || '(empty body)'}`))
   else if (answer.kind === 'timeout') io.out(`PNM did not answer within ${answer.afterMs} ms (PNM_TIMEOUT_MS)`)
   else io.out(printable(`PNM unreachable after ${ms} ms: ${answer.message}`))

@@ -184,7 +184,7 @@ export function createNotifyHandler(deps: NotifyDeps) {
       deps.metrics.pnmDuration.observe((performance.now() - started) / 1000)
       countAnswer(answer.kind === 'answer' ? String(answer.status) : answer.kind)
       trace.status = answer.kind === 'answer' ? answer.status : undefined
-      outcome = classifyPnmAnswer(answer)
+      outcome = classifyPnmAnswer(answer, request.DeviceToken)
       if (outcome.kind !== 'transient') return outcome
       log.warn(dlog.fields({ attempt: attempt + 1, detail: outcome.detail }), 'PNM attempt failed')
     }

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, test } from 'bun:test'
+import { tokenHash } from '../../src/secrets.ts'
 import { APP_ID, SELECTOR, TOKEN, startHarness, type Harness } from '../harness.ts'
 
 let h: Harness
@@ -93,6 +94,18 @@ describe('POST /_matrix/push/v1/notify', () => {
     expect(h.pnm.requests).toHaveLength(1)
     expect(h.logs.parsed().some((l) => l.level === 'error' && /refused the request/.test(l.msg))).toBe(true)
     expect((await h.store.getRegistration(SELECTOR))!.tokenMsgs).toBe(TOKEN)
+  })
+
+  test('a PNM that quotes the device token: neither the log nor the delivery journal holds it', async () => {
+    await registered()
+    h.pnm.behave(TOKEN, { kind: 'status', status: 400, body: JSON.stringify({ code: 400, response: `Invalid DeviceToken ${TOKEN}` }) })
+    expect((await h.notify(eventIdOnly())).status).toBe(200)
+    const line = h.logs.parsed().find((l) => /refused the request/.test(l.msg))
+    expect(line?.detail).toBe(`HTTP 400, code 400: Invalid DeviceToken [token ${tokenHash(TOKEN)}]`)
+    expect(h.logs.lines.join('\n')).not.toContain(TOKEN)
+    await h.journal.flush()
+    const [entry] = await h.store.deliveries(SELECTOR)
+    expect(entry).toMatchObject({ outcome: 'dropped', detail: `HTTP 400, code 400: Invalid DeviceToken [token ${tokenHash(TOKEN)}]` })
   })
 
   test('PNM 5xx: retried, then 502 so that Synapse retries; the token is kept', async () => {

@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { classifyPnmAnswer } from '../../src/pnm/outcome.ts'
+import { tokenHash } from '../../src/secrets.ts'
 
 const answer = (status: number, body: unknown) => ({
   kind: 'answer' as const,
@@ -30,6 +31,16 @@ describe('classifyPnmAnswer', () => {
     [302, '', 'transient'],
   ])('HTTP %d %j -> %s', (status, body, kind) => {
     expect(classifyPnmAnswer(answer(status, body)).kind as string).toBe(kind as string)
+  })
+
+  test('the device token the PNM quotes is replaced by its short hash, before the text is cut', () => {
+    const token = 'fcmTOKEN-0123456789abcdef'
+    const hash = tokenHash(token)
+    const quoted = classifyPnmAnswer(answer(400, { code: 400, response: `Invalid DeviceToken ${token} (${token})` }), token)
+    expect(quoted).toEqual({ kind: 'bad_request', detail: `HTTP 400, code 400: Invalid DeviceToken [token ${hash}] ([token ${hash}])` })
+    const long = classifyPnmAnswer(answer(500, { response: `${'x'.repeat(190)}${token}` }), token)
+    expect(long.kind === 'transient' && long.detail).not.toContain(token.slice(0, 8))
+    expect(classifyPnmAnswer(answer(400, { response: 'no token here' }), token)).toEqual({ kind: 'bad_request', detail: 'HTTP 400: no token here' })
   })
 
   test('timeouts and connection errors are transient', () => {
