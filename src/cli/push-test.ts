@@ -40,7 +40,7 @@ export async function runPushTest(env: Env, selector: string, io: CliIo, options
     io.err(`matrix2acrobits: ${printable(selector)} has no messages token (the app has not reported one, or the PNM forgot it)`)
     return EXIT_FAILED
   }
-  const request: PnmRequest = { verb: 'NotifyGenericTextMessage', AppId: row.appIdMsgs, DeviceToken: row.tokenMsgs, Selector: row.selector, Message: TEST_MESSAGE }
+  const request: PnmRequest = { verb: 'NotifyGenericTextMessage', AppId: row.appIdMsgs, DeviceToken: row.tokenMsgs, Selector: row.selector, Message: TEST_MESSAGE, ContentType: 'text/plain' }
   io.out(printable(`sending "${TEST_MESSAGE}" to ${row.selector} (${row.appIdMsgs}, token ${tokenHash(row.tokenMsgs)}) via ${config.pnmUrl}`))
   const pnm = createPnmClient({ url: config.pnmUrl, maxInflight: config.pnmMaxInflight, fetch: options.fetch })
   const started = performance.now()

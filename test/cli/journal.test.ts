@@ -79,7 +79,7 @@ describe('push-test', () => {
     const r = await runCommand(['push-test', SELECTOR], env())
     expect(r.exitCode).toBe(0)
     expect(pnm.bodies().slice(before)).toEqual([
-      { verb: 'NotifyGenericTextMessage', AppId: APP_ID, DeviceToken: TOKEN, Selector: SELECTOR, Message: 'Test from matrix2acrobits' },
+      { verb: 'NotifyGenericTextMessage', AppId: APP_ID, DeviceToken: TOKEN, Selector: SELECTOR, Message: 'Test from matrix2acrobits', ContentType: 'text/plain' },
     ])
     expect(r.stdout).toContain('PNM answered HTTP 200')
     expect(r.stdout).toContain('"code":200')
