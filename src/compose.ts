@@ -15,11 +15,11 @@ import { openSqliteIndex } from './messages/sqlite-index.ts'
 import { createPostgresIndex } from './messages/pg-index.ts'
 import { createJobWorker } from './messages/jobs.ts'
 import { createPushView } from './messages/push-view.ts'
-import { createDedupe, inProcessFilter, type DuplicateFilter } from './gateway/dedupe.ts'
+import { createDedupe, DEDUPE_TTL_MS, inProcessFilter, type DuplicateFilter } from './gateway/dedupe.ts'
 import type { SQL } from 'bun'
 import { createSharedDuplicateFilter } from './gateway/dedupe-shared.ts'
 import { createPgFailureLedger } from './store/pg-auth.ts'
-import { createNotifyHandler, NOTIFY_DEADLINE_MS } from './gateway/notify.ts'
+import { createNotifyHandler, duplicateKey, NOTIFY_DEADLINE_MS } from './gateway/notify.ts'
 import { createLogger } from './log.ts'
 import type { AddressBook } from './addresses.ts'
 import { createPasswordVerifier, matrixPasswordBackend } from './matrix/auth.ts'
@@ -133,6 +133,10 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     inlineWaitMs: options.reportPusherWaitMs,
     enrol: messaging.index && messaging.enrol,
   })
+  // On SQLite the filter lives in this process: a new process learns the last hour's deliveries
+  // from the journal (restoreDuplicateFilter), so a retry Synapse sends across a restart is not
+  // sent again. On PostgreSQL the filter is the database's.
+  const localDedupe = options.dedupe === undefined && options.postgres === undefined ? createDedupe({ now }) : undefined
   const journal = createDeliveryJournal({ store, log: log.child({ component: 'journal' }), flushMs: options.journalFlushMs })
   const migrator = createPusherMigrator({
     store,
@@ -149,9 +153,9 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     migrator,
     dedupe:
       options.dedupe ??
-      (options.postgres
-        ? createSharedDuplicateFilter(options.postgres, { now, sendingMs: (options.notifyDeadlineMs ?? NOTIFY_DEADLINE_MS) + 5_000 })
-        : inProcessFilter(createDedupe({ now }))),
+      (localDedupe
+        ? inProcessFilter(localDedupe)
+        : createSharedDuplicateFilter(options.postgres!, { now, sendingMs: (options.notifyDeadlineMs ?? NOTIFY_DEADLINE_MS) + 5_000 })),
     log,
     metrics,
     now,
@@ -186,6 +190,13 @@ export function compose(config: Config, options: ComposeOptions = {}) {
     metrics,
     startDraining: () => {
       draining = true
+    },
+    /** Before the first notification: the journal's deliveries of the last hour into the filter; how many. */
+    async restoreDuplicateFilter(): Promise<number> {
+      if (!localDedupe) return 0
+      const rows = await store.deliveredSince(now() - DEDUPE_TTL_MS)
+      for (const r of rows) localDedupe.remember(duplicateKey(r.pushkey, r.selector), r.eventId, r.at)
+      return rows.length
     },
   }
 }

@@ -129,6 +129,13 @@ export async function serve(config: Config): Promise<void> {
   const service = compose(config, { defaultMetrics: true, store, postgres: database.postgres })
   const { app, log, worker } = service
   await announce(service, config)
+  try {
+    const restored = await service.restoreDuplicateFilter()
+    if (restored > 0) log.info({ deliveries: restored }, 'duplicate filter restored from the delivery journal (the last hour)')
+  } catch (e) {
+    // The service still starts: a retry of a push from before the restart may then be sent again.
+    log.warn({ err: (e as Error).message }, 'could not read the delivery journal; the duplicate filter starts empty')
+  }
 
   // idleTimeout covers the longest answer the proxy gives (the notify deadline), in seconds.
   // The routes refuse oversized bodies themselves, with a JSON 413, from Content-Length or while

@@ -26,7 +26,8 @@ import { getRandomValues } from 'node:crypto'
 
 export interface Dedupe {
   seen(pushkey: string, eventId: string): boolean
-  remember(pushkey: string, eventId: string): void
+  /** `at`: when it was delivered, if not now (what a new process learns from the journal). */
+  remember(pushkey: string, eventId: string, at?: number): void
 }
 
 export const DEDUPE_TTL_MS = 60 * 60 * 1000
@@ -172,8 +173,9 @@ export function createDedupe(options: {
       const p = find()
       return p >= 0 && ats[index[p]! - 1]! + ttl > options.now()
     },
-    remember(pushkey, eventId) {
+    remember(pushkey, eventId, at) {
       const now = options.now()
+      if (at !== undefined && at + ttl <= now) return
       while (count > 0 && (count === capacity || ats[head]! + ttl <= now)) dropHead()
       if (count === slots) grow()
       fingerprint(pushkey, eventId)
@@ -186,7 +188,7 @@ export function createDedupe(options: {
       let slot = head + count
       if (slot >= slots) slot -= slots
       fps.set(words, slot * 4)
-      ats[slot] = now
+      ats[slot] = at ?? now
       count++
       let p = words[0]! & mask
       while (index[p] !== 0) p = (p + 1) & mask

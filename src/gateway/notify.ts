@@ -45,6 +45,13 @@ export type DeviceOutcome =
   | 'store_error'
   | 'sending_elsewhere'
 
+/**
+ * What the duplicate filter knows a push by, with the event: two accounts on one phone share its
+ * token and may get the same event (a room they are both in), and each account's push is its own.
+ * (U+001F: PostgreSQL text holds no NUL.)
+ */
+export const duplicateKey = (pushkey: string, selector: string) => `${pushkey}\u001f${selector}`
+
 /** Devices listed one by one in the access line; past this, counts per outcome. */
 export const LOGGED_DEVICES = 16
 
@@ -243,9 +250,7 @@ export function createNotifyHandler(deps: NotifyDeps) {
       return 'badge_only'
     }
     const eventId = n.event_id!
-    // Two accounts on one phone share its token and may get the same event (a room they are both
-    // in): each account's push is its own. (U+001F: PostgreSQL text holds no NUL.)
-    const dedupeKey = `${device.pushkey}\u001f${account.selector}`
+    const dedupeKey = duplicateKey(device.pushkey, account.selector)
     let claim
     try {
       // Taken before the PNM call: a retry reaching another instance meanwhile sends nothing.

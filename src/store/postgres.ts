@@ -219,6 +219,17 @@ export function createPostgresStore(sql: SQL): TokenStore {
     },
     deliveries: async (selector) =>
       ((await sql`SELECT * FROM deliveries WHERE selector = ${selector} ORDER BY id DESC LIMIT ${JOURNAL_ROWS_PER_ACCOUNT}`) as DeliveryRow[]).map(toDelivery),
+    deliveredSince: async (since) =>
+      (
+        (await sql`
+          SELECT d.selector, r.token_msgs AS pushkey, d.event_id, d.at FROM deliveries d JOIN registrations r ON r.selector = d.selector
+          WHERE d.outcome = 'delivered' AND d.at >= ${since} AND d.event_id IS NOT NULL AND r.token_msgs IS NOT NULL ORDER BY d.at`) as {
+          selector: string
+          pushkey: string
+          event_id: string
+          at: number | string
+        }[]
+      ).map((r) => ({ selector: r.selector, pushkey: r.pushkey, eventId: r.event_id, at: Number(r.at) })),
     // The Go proxy's table is imported on SQLite only (its database was a SQLite file).
     migrationNotes: async () => [],
     forgetPushkey: async (appId, pushkey, now) =>

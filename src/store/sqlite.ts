@@ -84,6 +84,9 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
       ON CONFLICT (selector, slot) DO UPDATE SET seq = excluded.seq, at = excluded.at, event_id = excluded.event_id, outcome = excluded.outcome,
         pnm_status = excluded.pnm_status, latency_ms = excluded.latency_ms, detail = excluded.detail`),
     deleteDeliveries: db.prepare<null, [string]>('DELETE FROM deliveries WHERE selector = ?'),
+    deliveredSince: db.prepare<{ selector: string; pushkey: string; event_id: string; at: number }, [number]>(`
+      SELECT d.selector, r.token_msgs AS pushkey, d.event_id, d.at FROM deliveries d JOIN registrations r ON r.selector = d.selector
+      WHERE d.outcome = 'delivered' AND d.at >= ? AND d.event_id IS NOT NULL AND r.token_msgs IS NOT NULL ORDER BY d.at`),
     deliveries: db.prepare<DeliveryRow, [string]>(
       `SELECT * FROM deliveries WHERE selector = ? ORDER BY seq DESC LIMIT ${JOURNAL_ROWS_PER_ACCOUNT}`,
     ),
@@ -252,6 +255,7 @@ function openConnection(path: string, options: { busyTimeoutMs?: number }): Sync
     listByPushkey: (appId, pushkey) => q.allByPushkey.all(pushkey, appId).map(toRegistration),
     recordDeliveries: (deliveries) => record.immediate(deliveries),
     deliveries: (selector) => q.deliveries.all(selector).map(toDelivery),
+    deliveredSince: (since) => q.deliveredSince.all(since).map((r) => ({ selector: r.selector, pushkey: r.pushkey, eventId: r.event_id, at: r.at })),
     migrationNotes: () => notes,
     forgetPushkey: (appId, pushkey, now) => afterWrite(() => q.forget.run(now, pushkey, appId).changes),
     dueSelectors: (now, limit) => q.dueSelectors.all(now, limit).map((r) => r.selector),
@@ -370,6 +374,7 @@ export function openSqliteStore(path: string, options: { busyTimeoutMs?: number 
     listByPushkey: guarded('listByPushkey'),
     recordDeliveries: guarded('recordDeliveries'),
     deliveries: guarded('deliveries'),
+    deliveredSince: guarded('deliveredSince'),
     migrationNotes: guarded('migrationNotes'),
     forgetPushkey: guarded('forgetPushkey'),
     dueSelectors: guarded('dueSelectors'),

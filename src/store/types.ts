@@ -118,6 +118,11 @@ export interface TokenStore {
   recordDeliveries(deliveries: readonly Delivery[]): Promise<void>
   /** The account's journal, newest first. */
   deliveries(selector: string): Promise<Delivery[]>
+  /**
+   * Deliveries the journal holds from `since` on, oldest first, with the message token of the
+   * account as stored now: what the duplicate filter of a new process starts from.
+   */
+  deliveredSince(since: number): Promise<{ selector: string; pushkey: string; eventId: string; at: number }[]>
   /** What the schema upgrades of this opening did that an operator should hear of (an import). */
   migrationNotes(): Promise<string[]>
   /** Forgets a message token the PNM no longer knows; returns the rows changed. */

@@ -127,8 +127,13 @@ describe('the executable', () => {
     expect(await first.stop()).toBe(0)
     expect(statSync(env.PUSH_TOKEN_DB_PATH!).mode & 0o777).toBe(0o600)
 
-    // Same database, new process: the token is still there.
+    // Same database, new process: the token is still there, and so is what was delivered in the
+    // last hour (the journal): Synapse's retry of the first push is not sent again.
     const second = await start()
+    const retried = await post(`${second.url}/_matrix/push/v1/notify`, { notification })
+    expect([retried.status, await retried.json()]).toEqual([200, { rejected: [] }])
+    expect(pnm.bodies()).toHaveLength(1)
+    expect(second.lines.some((l) => l.includes('duplicate filter restored from the delivery journal'))).toBe(true)
     const again = await post(`${second.url}/_matrix/push/v1/notify`, {
       notification: { event_id: '$e2e-2', room_id: '!room:example.org', prio: 'high', counts: { unread: 4 }, devices: [{ app_id: APP_ID, pushkey: TOKEN }] },
     })

@@ -258,6 +258,14 @@ for (const engine of engines) {
         { selector: 'S1', at: 10_000, eventId: '$e0', outcome: 'delivered', pnmStatus: 200, latencyMs: 13, detail: undefined },
       ])
       expect(await store.deliveries('GONE')).toEqual([])
+      // What a new process's duplicate filter starts from: delivered ones from `since` on, oldest
+      // first, with the account's token as stored now.
+      await store.recordDeliveries([outcome('S2', 4), outcome('S2', 6)])
+      expect(await store.deliveredSince(10_001)).toEqual([
+        { selector: 'S2', pushkey: 'tok-1', eventId: '$e4', at: 10_004 },
+        { selector: 'S2', pushkey: 'tok-1', eventId: '$e6', at: 10_006 },
+      ])
+      expect((await store.deliveredSince(0)).map((d) => d.eventId)).toEqual(['$e0', '$e4', '$e6'])
       await store.recordDeliveries([])
       // Many flushes of many rows: each account keeps its newest JOURNAL_ROWS_PER_ACCOUNT.
       for (let batch = 0; batch < 6; batch++) {

@@ -16,6 +16,18 @@ describe('dedupe', () => {
     now = 1000
     expect(d.seen('pk', '$e')).toBe(false)
   })
+  test('remembered with the time it was delivered (from the journal): it lives from then; one older than the ttl is not kept', () => {
+    let now = 5000
+    const d = createDedupe({ now: () => now, ttlMs: 1000 })
+    d.remember('pk', '$old', 3999)
+    d.remember('pk', '$recent', 4500)
+    expect(d.seen('pk', '$old')).toBe(false)
+    expect(d.seen('pk', '$recent')).toBe(true)
+    now = 5499
+    expect(d.seen('pk', '$recent')).toBe(true)
+    now = 5500
+    expect(d.seen('pk', '$recent')).toBe(false)
+  })
   test('an event remembered again lives from its newest time, not its first', () => {
     let now = 0
     const d = createDedupe({ now: () => now, ttlMs: 1000 })
