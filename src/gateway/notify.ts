@@ -296,7 +296,8 @@ export function createNotifyHandler(deps: NotifyDeps) {
     const { device } = dlog
     let request = translateNotification(n, device, account, { verb: deps.config.pnmVerb, fallbackText: deps.config.fallbackText })
     if (deps.pushView && account.userId !== undefined) {
-      const view = await deps.pushView(account.userId, n.event_id!, n.room_id ?? undefined, log, dlog.fields()).catch(() => undefined)
+      const sender = typeof n.sender === 'string' && n.sender !== '' ? n.sender : undefined
+      const view = await deps.pushView(account.userId, n.event_id!, n.room_id ?? undefined, log, dlog.fields(), sender).catch(() => undefined)
       if (view) request = applyPushView(request, view, typeof n.content?.body === 'string')
     }
     const outcome = await deliver(request, deadline, dlog, trace)

@@ -12,7 +12,7 @@ import { truncateText } from '../gateway/translate.ts'
 import type { MatrixClient } from '../matrix/client.ts'
 import { withTimeout } from '../timeout.ts'
 import { renderDelivery } from './fetch.ts'
-import type { MessageIndex } from './index-store.ts'
+import type { MessageIndex, StoredMessage } from './index-store.ts'
 import { ingestEvent, parseClientEvent, type IngestContext } from './ingest.ts'
 
 export interface PushView {
@@ -22,17 +22,21 @@ export interface PushView {
   userName: string
   /** = the fetch's stream_id */
   threadId: string
-  /** = the fetch's sms_text */
-  message: string
+  /** = the fetch's sms_text; undefined when only the conversation is known (the event is not) */
+  message?: string
 }
 
-/** `fields` name the request and device in the lines it logs (the notify path has no child logger). */
+/**
+ * `sender`: the notification's, when it names one (full format). `fields` name the request and
+ * device in the lines it logs (the notify path has no child logger).
+ */
 export type PushViewLookup = (
   userId: string,
   eventId: string,
   roomId: string | undefined,
   log: Logger,
   fields?: Record<string, unknown>,
+  sender?: string,
 ) => Promise<PushView | undefined>
 
 /** How long a push waits for Synapse to hand over an event the index does not have yet. */
@@ -45,7 +49,7 @@ export function createPushView(deps: {
   now: () => number
   context: () => Omit<IngestContext, 'now'>
 }): PushViewLookup {
-  return async (userId, eventId, roomId, log, fields) => {
+  return async (userId, eventId, roomId, log, fields, sender) => {
     let message = await deps.index.message(eventId)
     if (message === undefined && roomId !== undefined && deps.matrix) {
       try {
@@ -61,14 +65,21 @@ export function createPushView(deps: {
         log.warn({ ...fields, event_id: eventId, err: (e as Error).message }, 'could not fetch the event from the homeserver; push sent as it is')
       }
     }
-    if (message === undefined || message.redacted) return undefined
-    const sent = message.sender === userId
-    const rooms = await deps.index.rooms([message.roomId])
-    const room = rooms.get(message.roomId)
-    const members = room?.kind === 'direct' ? await deps.index.members(message.roomId) : []
-    const address = room?.kind === 'direct' ? undefined : await deps.index.currentAddress(userId, room?.conversation ?? message.roomId)
-    const item = renderDelivery({ seq: 0, sent, message }, userId, room, members, address, deps.book)
-    return { id: item.sms_id, userName: (item.sender ?? item.recipient)!, threadId: item.stream_id, message: item.sms_text }
+    if (message?.redacted) return undefined
+    const inRoom = message?.roomId ?? roomId
+    if (inRoom === undefined) return undefined
+    const room = (await deps.index.rooms([inRoom])).get(inRoom)
+    let shown: StoredMessage
+    if (message !== undefined) shown = message
+    // Not to be had now, in a conversation the index knows: the notification's sender and room still
+    // name it as the fetch will (its text stays the push's own), so the app does not show it twice
+    // under two names.
+    else if (room !== undefined && sender !== undefined) shown = { ord: 0, eventId, roomId: inRoom, sender, ts: deps.now(), text: '', authorName: sender, redacted: false }
+    else return undefined
+    const members = room?.kind === 'direct' ? await deps.index.members(inRoom) : []
+    const address = room?.kind === 'direct' ? undefined : await deps.index.currentAddress(userId, room?.conversation ?? inRoom)
+    const item = renderDelivery({ seq: 0, sent: shown.sender === userId, message: shown }, userId, room, members, address, deps.book)
+    return { id: item.sms_id, userName: (item.sender ?? item.recipient)!, threadId: item.stream_id, message: message === undefined ? undefined : item.sms_text }
   }
 }
 
@@ -76,7 +87,7 @@ export function createPushView(deps: {
 export function applyPushView(request: PnmRequest, view: PushView, hasBody: boolean): PnmRequest {
   const out: PnmRequest = { ...request, Id: view.id, UserName: view.userName, ThreadId: view.threadId }
   // event_id_only pushes carry no text: the index supplies it (and the generic verb shows it).
-  if (!hasBody) {
+  if (!hasBody && view.message !== undefined) {
     out.Message = truncateText(view.message)
     out.ContentType = 'text/plain'
   }

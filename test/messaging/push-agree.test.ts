@@ -72,6 +72,26 @@ describe('push and fetch agree', () => {
     expect(h.pnm.bodies().at(-1)).toMatchObject({ verb: 'NotifyGenericTextMessage', Message: 'read me on the lock screen', UserName: 'alice', Id: id, ThreadId: 'alice' })
   })
 
+  test('the event not to be had, in a direct chat the index knows: the push still names it as the fetch will', async () => {
+    h = await startMessaging()
+    await bobReports()
+    const room = h.synapse.rooms.createRoom(alice, { preset: 'trusted_private_chat', invite: [bob], is_direct: true })
+    h.synapse.rooms.join(bob, room)
+    h.synapse.sendText(alice, room, 'first')
+    await h.settle()
+    h.synapse.appservice.pause()
+    h.synapse.override((req) => (req.path.includes('/event/') ? Response.json({ errcode: 'M_UNKNOWN', error: 'busy' }, { status: 500 }) : undefined))
+    const id = h.synapse.sendText(alice, room, 'the fill fails')
+    const full = { ...eventIdOnly(id, room), type: 'm.room.message', sender: alice, content: { msgtype: 'm.text', body: 'the fill fails' } }
+    full.devices = [{ ...full.devices[0]!, data: {} as never }]
+    expect((await h.notify(full)).status).toBe(200)
+    expect(h.pnm.bodies().at(-1)).toMatchObject({ Id: id, UserName: 'alice', ThreadId: 'alice', Message: 'the fill fails' })
+    h.synapse.appservice.resume()
+    await h.settle()
+    const fetched = (await h.fetch('bob')).json.received_smss.find((i: any) => i.sms_id === id)
+    expect([fetched.sender, fetched.stream_id]).toEqual(['alice', 'alice'])
+  })
+
   test('when the homeserver cannot give the event, the push is still sent as before', async () => {
     h = await startMessaging({ env: { PNM_VERB: 'NotifyGenericTextMessage' } })
     await bobReports()
