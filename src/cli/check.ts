@@ -13,7 +13,7 @@ import { MEMORY_DB, missingFor, type Config } from '../config.ts'
 import { createMatrixClient, MatrixError, type FetchFn, type MatrixClient } from '../matrix/client.ts'
 import { redactUserinfo } from '../secrets.ts'
 import { describeDatabaseError, openSqliteStore } from '../store/sqlite.ts'
-import { migrationState, PG_MIGRATIONS } from '../store/pg-migrations.ts'
+import { editedMessage, migrationState, PG_MIGRATIONS } from '../store/pg-migrations.ts'
 import { connectPostgres, createPostgresStore, describePostgresError } from '../store/postgres.ts'
 import { redactPassword } from '../secrets.ts'
 import type { TokenStore } from '../store/types.ts'
@@ -191,8 +191,9 @@ async function checkPostgres(url: string, ok: (t: string) => void, warn: (t: str
       return
     }
     if (Math.floor(version / 10000) < PG_MIN_MAJOR) fail(`PostgreSQL ${Math.floor(version / 10000)} is older than ${PG_MIN_MAJOR}, the oldest release supported`)
-    const { applied, known } = await migrationState(sql)
-    if (applied > known) fail(`the schema is at version ${applied}, newer than this release knows (${known}): upgrade matrix2acrobits`)
+    const { applied, known, edited } = await migrationState(sql)
+    if (edited !== undefined) fail(`${editedMessage(edited)}; the service refuses to start on it`)
+    else if (applied > known) fail(`the schema is at version ${applied}, newer than this release knows (${known}): upgrade matrix2acrobits`)
     else if (applied < known) warn(`${known - applied} of ${PG_MIGRATIONS.length} schema migrations not applied yet: the service applies them when it starts`)
     else ok(`schema current (version ${applied})`)
     // A write rolled back: proves the permissions without leaving anything behind.

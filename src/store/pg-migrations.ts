@@ -186,6 +186,12 @@ const checksum = (text: string) => new Bun.CryptoHasher('sha256').update(text).d
 
 export class MigrationError extends Error {}
 
+/** The first applied migration whose text is not this release's any more, if any. */
+const editedMigration = (applied: readonly { version: number; checksum: string }[]) =>
+  applied.find((row) => row.version <= PG_MIGRATIONS.length && checksum(PG_MIGRATIONS[row.version - 1]!) !== row.checksum)?.version
+
+export const editedMessage = (version: number) => `migration ${version} differs from the one applied to this database: a released migration was edited`
+
 /** Applies what is missing; returns the versions before and after. */
 export async function migratePostgres(sql: SQL): Promise<{ from: number; to: number }> {
   return sql.begin(async (tx) => {
@@ -196,11 +202,8 @@ export async function migratePostgres(sql: SQL): Promise<{ from: number; to: num
     if (from > PG_MIGRATIONS.length) {
       throw new MigrationError(`database schema version ${from} is newer than this release knows (${PG_MIGRATIONS.length}); upgrade matrix2acrobits`)
     }
-    for (const row of applied) {
-      if (checksum(PG_MIGRATIONS[row.version - 1]!) !== row.checksum) {
-        throw new MigrationError(`migration ${row.version} differs from the one applied to this database: a released migration was edited`)
-      }
-    }
+    const edited = editedMigration(applied)
+    if (edited !== undefined) throw new MigrationError(editedMessage(edited))
     for (let version = from; version < PG_MIGRATIONS.length; version++) {
       await tx.unsafe(PG_MIGRATIONS[version]!)
       await tx`INSERT INTO schema_migrations (version, checksum) VALUES (${version + 1}, ${checksum(PG_MIGRATIONS[version]!)})`
@@ -209,10 +212,10 @@ export async function migratePostgres(sql: SQL): Promise<{ from: number; to: num
   })
 }
 
-/** The versions applied and known, without changing anything (for `check`). */
-export async function migrationState(sql: SQL): Promise<{ applied: number; known: number }> {
+/** The versions applied and known, and an edited one, without changing anything (for `check`). */
+export async function migrationState(sql: SQL): Promise<{ applied: number; known: number; edited?: number }> {
   const [exists]: { t: string | null }[] = await sql`SELECT to_regclass('schema_migrations')::text AS t`
   if (!exists?.t) return { applied: 0, known: PG_MIGRATIONS.length }
-  const [row]: { n: number }[] = await sql`SELECT count(*)::int AS n FROM schema_migrations`
-  return { applied: row!.n, known: PG_MIGRATIONS.length }
+  const applied: { version: number; checksum: string }[] = await sql`SELECT version, checksum FROM schema_migrations ORDER BY version`
+  return { applied: applied.length, known: PG_MIGRATIONS.length, edited: editedMigration(applied) }
 }

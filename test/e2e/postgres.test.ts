@@ -11,6 +11,7 @@ import { startFakeSynapse } from '../fakes/synapse.ts'
 import { APP_ID, SELECTOR, TOKEN, readAnswer } from '../harness.ts'
 import { pgSkipped, pgTestScope } from '../pg.ts'
 import { PG_MIGRATIONS } from '../../src/store/pg-migrations.ts'
+import { openPostgresStore } from '../../src/store/postgres.ts'
 import { startBinary, type RunningBinary } from './binary.ts'
 
 const PASSWORD = 'pg-Pa55word-never-printed'
@@ -62,6 +63,21 @@ describe('DATABASE_URL', () => {
 })
 
 describe.skipIf(pgSkipped())('the executable on PostgreSQL', () => {
+  test('check fails, as serve does, when a released migration applied to the database was edited', async () => {
+    const s = await schema()
+    const sql = new SQL(s.url, { max: 1 })
+    cleanups.push(() => sql.end())
+    await (await openPostgresStore(s.url)).close()
+    expect((await runCommand(['check'], env(s.url))).exitCode).toBe(0)
+    await sql`UPDATE schema_migrations SET checksum = '0000' WHERE version = 2`
+    const check = await runCommand(['check'], env(s.url))
+    expect(check.exitCode).toBe(1)
+    expect(check.stdout).toContain('FAIL  migration 2 differs from the one applied to this database: a released migration was edited; the service refuses to start on it')
+    const serve = await runCommand([], env(s.url))
+    expect(serve.exitCode).toBe(1)
+    expect(serve.stderr).toContain('migration 2 differs from the one applied to this database')
+  })
+
   test('check on an empty database: connected, version, migrations pending, writable; nothing created', async () => {
     const s = await schema()
     const r = await runCommand(['check'], env(withPassword(s.url)))
