@@ -89,7 +89,7 @@ export function createPasswordVerifier(o: {
    * The shared budgets too: a refusal there is the same 429 as here. Without the database the
    * check is not made (503): counting only here would give a guesser five tries per instance.
    */
-  async function sharedTicket(ledger: FailureLedger, user: string, clientAddress: string | undefined, local: AuthTicket, username: string): Promise<AuthTicket> {
+  async function sharedTicket(ledger: FailureLedger, user: string, clientAddress: string | undefined, local: AuthTicket, username: string, log: Logger): Promise<AuthTicket> {
     let shared
     try {
       shared = await ledger.begin(sharedKeys(user, clientAddress === undefined ? undefined : rateLimitGroup(clientAddress)), {
@@ -98,17 +98,17 @@ export function createPasswordVerifier(o: {
       })
     } catch (e) {
       local.release()
-      o.log.error({ username, err: (e as Error).message }, 'shared password-check budgets unavailable (database); refusing for now')
+      log.error({ username, err: (e as Error).message }, 'shared password-check budgets unavailable (database); refusing for now')
       refuse('busy', unavailable('The credentials cannot be checked now; try again later', 5))
     }
     if (!shared.ok) {
       local.release()
-      o.log.warn({ username, client: clientAddress, limit: shared.reason, retry_after_s: shared.retryAfter, shared: true }, REFUSALS[shared.reason])
+      log.warn({ username, client: clientAddress, limit: shared.reason, retry_after_s: shared.retryAfter, shared: true }, REFUSALS[shared.reason])
       refuse('rate_limited', rateLimited('Too many failed attempts; try again later', shared.retryAfter))
     }
     const { ids } = shared
     const settle = (what: Promise<void>) =>
-      void what.catch((e) => o.log.error({ username, err: (e as Error).message }, 'could not record the password check in the database'))
+      void what.catch((e) => log.error({ username, err: (e as Error).message }, 'could not record the password check in the database'))
     return {
       countCheck: () => local.countCheck(),
       fail: () => {
@@ -132,7 +132,7 @@ export function createPasswordVerifier(o: {
       refuse('rate_limited', rateLimited(`${what}; try again later`, attempt.retryAfter))
     }
     const { ticket: local } = attempt
-    const ticket = o.ledger ? await sharedTicket(o.ledger, user, clientAddress, local, username) : local
+    const ticket = o.ledger ? await sharedTicket(o.ledger, user, clientAddress, local, username, log) : local
     let result: CheckResult
     try {
       result = await o.backend.check(username, password, ticket, clientAddress, log)

@@ -15,7 +15,7 @@ import { planPusherCalls } from '../../src/report/plan.ts'
 import pino from 'pino'
 import { startFakeSynapse } from '../fakes/synapse.ts'
 import { APP_ID, SELECTOR, TOKEN, eventually, startHarness, type Harness } from '../harness.ts'
-import { pgSkipped, pgTestScope } from '../pg.ts'
+import { pgSkipped, pgTestScope, startPgRelay } from '../pg.ts'
 
 const { cleanups, schema } = pgTestScope()
 
@@ -95,6 +95,20 @@ describe.skipIf(pgSkipped())('password guessing across instances', () => {
     // Another user is not affected, on either instance.
     const bob = await b.report({ selector: SELECTOR, token_msgs: TOKEN, app_id_msgs: APP_ID, username: 'bob', password: 'bob-password' })
     expect(bob.status).toBe(200)
+  })
+
+  test('the shared budgets unreachable: 503, and the line saying why carries the request id', async () => {
+    const s = await schema()
+    const relay = startPgRelay(s.url)
+    cleanups.push(() => relay.stop())
+    const h = await startHarness({ env: { AUTH_MODE: 'matrix', DATABASE_URL: relay.url(s.url) } })
+    cleanups.push(() => h.close())
+    relay.cut()
+    const refused = await h.report({ selector: SELECTOR, token_msgs: TOKEN, app_id_msgs: APP_ID, username: 'alice', password: 'alice-password' })
+    expect(refused.status).toBe(503)
+    const line = h.logs.parsed().find((l) => l.msg === 'shared password-check budgets unavailable (database); refusing for now')
+    expect(line?.req_id).toBe(refused.headers.get('x-request-id'))
+    relay.restore()
   })
 
   test('guesses sent to both instances at once: no more than five reach the homeservers', async () => {
