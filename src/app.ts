@@ -266,15 +266,19 @@ export function createApp(deps: AppDeps) {
     })
     .get('/health', () => ({ status: 'ok' }))
     .get(OPENAPI_PATH, () => openApiDocument())
-    .get('/ready', async ({ set }) => {
+    .get('/ready', async ({ request, set }) => {
+      // A 503 says why in its access line too, as every refusal does.
+      const record = requests.get(request)
       if (deps.draining()) {
         set.status = 503
+        if (record) record.fields = { error: 'draining' }
         return { status: 'draining' }
       }
       try {
         await deps.store.probeWritable()
       } catch (e) {
         set.status = 503
+        if (record) record.fields = { error: `database unavailable: ${(e as Error).message}` }
         return { status: 'database unavailable', error: (e as Error).message }
       }
       return { status: 'ready' }

@@ -394,6 +394,9 @@ const COMMAND_TABLE: readonly Command[] = [
   },
 ]
 
+/** Understood by every command, as by the executable alone. */
+const GLOBAL_OPTIONS = { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' } } as const
+
 function usageError(message: string): never {
   console.error(`matrix2acrobits: ${message}\nTry --help.`)
   process.exit(2)
@@ -408,13 +411,17 @@ export async function main(argv: string[], env: Record<string, string | undefine
       parsed = parseArgs({
         args: rest,
         allowPositionals: true,
-        options: { ...command.options, help: { type: 'boolean', short: 'h' } },
+        options: { ...command.options, ...GLOBAL_OPTIONS },
       })
     } catch (e) {
       usageError((e as Error).message)
     }
     if (parsed.values.help) {
       console.log(`Usage: matrix2acrobits ${command.usage}`)
+      return
+    }
+    if (parsed.values.version) {
+      console.log(`matrix2acrobits ${VERSION}`)
       return
     }
     if (parsed.positionals.length !== command.args.length) {
@@ -428,7 +435,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
     parsed = parseArgs({
       args: argv,
       allowPositionals: true,
-      options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' } },
+      options: GLOBAL_OPTIONS,
     })
   } catch (e) {
     usageError((e as Error).message)

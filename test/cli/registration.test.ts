@@ -160,11 +160,12 @@ describe('the command line', () => {
     expect((await runCommand(['migrate-db', '--help'])).stdout).toContain('message index and the send outbox')
   })
 
-  test('--version prints the package version', async () => {
+  test('--version (-v) prints the package version, alone and after any command, and changes nothing', async () => {
     const pkg = (await Bun.file(join(import.meta.dir, '../../package.json')).json()) as { version: string }
-    const r = await runCommand(['--version'])
-    expect(r.exitCode).toBe(0)
-    expect(r.stdout.trim()).toBe(`matrix2acrobits ${pkg.version}`)
+    for (const args of [['--version'], ['-v'], ['check', '--version'], ['tokens', 'list', '--version'], ['pushers', 'sync', '-v'], ['push-test', '--version'], ['migrate-db', '--version'], ['appservice-registration', '--version']]) {
+      const r = await runCommand(args)
+      expect({ args, exitCode: r.exitCode, out: r.stdout.trim() }).toEqual({ args, exitCode: 0, out: `matrix2acrobits ${pkg.version}` })
+    }
   })
 
   test('usage errors exit 2: unknown command, missing or extra argument, unknown option', async () => {

@@ -136,12 +136,12 @@ describe('probes and scrapes', () => {
     }
   })
 
-  test('a /ready that fails is logged at INFO', async () => {
+  test('a /ready that fails is logged at INFO, saying why', async () => {
     h = await startHarness({ env: { AUTH_MODE: 'none', LOGLEVEL: 'INFO' } })
     h.startDraining()
     const { answer, lines } = await logged(h, 'GET', '/ready')
     expect(answer.status).toBe(503)
-    expect(lines).toEqual([expect.objectContaining({ level: 'info', route: '/ready', status: 503 })])
+    expect(lines).toEqual([expect.objectContaining({ level: 'info', route: '/ready', status: 503, error: 'draining' })])
   })
 })
 
