@@ -36,6 +36,7 @@ import { createSendService } from './messages/send.ts'
 import { createSendIndex } from './messages/send-index.ts'
 import { openSqliteStore } from './store/sqlite.ts'
 import type { TokenStore } from './store/types.ts'
+import { bounded } from './store/bounded.ts'
 
 export interface ComposeOptions {
   fetch?: FetchFn
@@ -46,6 +47,8 @@ export interface ComposeOptions {
   dedupe?: DuplicateFilter
   /** The PostgreSQL pool of the store: what the instances share beyond the store goes through it too. */
   postgres?: SQL
+  /** How long an operation on `postgres` may take (store/bounded.ts; default DATABASE_TIMEOUT_MS). */
+  databaseTimeoutMs?: number
   pusherRetryBaseMs?: number
   pusherRetryMaxMs?: number
   pnmRetryDelaysMs?: readonly number[]
@@ -113,14 +116,14 @@ export function compose(config: Config, options: ComposeOptions = {}) {
       now,
       limits,
       cacheTtlMs: config.authCacheTtlMs,
-      ledger: options.postgres ? createPgFailureLedger(options.postgres, now) : undefined,
+      ledger: options.postgres ? bounded(createPgFailureLedger(options.postgres, now), 'the database', options.databaseTimeoutMs) : undefined,
     })
   /**
    * Who is who beyond the account's own user: MAPPING_FILE, and with AUTH_MODE=ext the CTI's users
    * as last listed. One MappingEntry shape for push and for the messaging addresses.
    */
   const directory = { entries: (): readonly MappingEntry[] => cti?.directory.entries() ?? config.mapping }
-  const messaging = composeMessaging(config, { log, now, matrix, verifier, directory, index: options.index, postgres: options.postgres, store, jobRetryBaseMs: options.pusherRetryBaseMs })
+  const messaging = composeMessaging(config, { log, now, matrix, verifier, directory, index: options.index, postgres: options.postgres, databaseTimeoutMs: options.databaseTimeoutMs, store, jobRetryBaseMs: options.pusherRetryBaseMs })
   const reports = createReportService({
     config,
     store,
@@ -155,14 +158,14 @@ export function compose(config: Config, options: ComposeOptions = {}) {
       options.dedupe ??
       (localDedupe
         ? inProcessFilter(localDedupe)
-        : createSharedDuplicateFilter(options.postgres!, { now, sendingMs: (options.notifyDeadlineMs ?? NOTIFY_DEADLINE_MS) + 5_000 })),
+        : bounded(createSharedDuplicateFilter(options.postgres!, { now, sendingMs: (options.notifyDeadlineMs ?? NOTIFY_DEADLINE_MS) + 5_000 }), 'the database', options.databaseTimeoutMs)),
     log,
     metrics,
     now,
     retryDelaysMs: options.pnmRetryDelaysMs,
     deadlineMs: options.notifyDeadlineMs,
   })
-  const send = composeSend(config, { log, now, matrix, verifier, messaging, postgres: options.postgres, retryDelaysMs: options.sendRetryDelaysMs, budgetMs: options.sendBudgetMs })
+  const send = composeSend(config, { log, now, matrix, verifier, messaging, postgres: options.postgres, databaseTimeoutMs: options.databaseTimeoutMs, retryDelaysMs: options.sendRetryDelaysMs, budgetMs: options.sendBudgetMs })
   let draining = false
   const app = createApp({
     config,
@@ -218,6 +221,7 @@ function composeMessaging(
     directory: { entries(): readonly MappingEntry[] }
     index?: MessageIndex
     postgres?: SQL
+    databaseTimeoutMs?: number
     store: TokenStore
     jobRetryBaseMs?: number
   },
@@ -225,7 +229,9 @@ function composeMessaging(
   const missing = missingFor(config).messaging
   // On PostgreSQL the index lives in the database every instance shares, not in PUSH_TOKEN_DB_PATH.
   const index =
-    missing === undefined ? (deps.index ?? (deps.postgres ? createPostgresIndex(deps.postgres) : openSqliteIndex(config.dbPath))) : undefined
+    missing === undefined
+      ? (deps.index ?? (deps.postgres ? bounded(createPostgresIndex(deps.postgres), 'the database', deps.databaseTimeoutMs) : openSqliteIndex(config.dbPath)))
+      : undefined
   const log = deps.log.child({ component: 'messaging' })
   // The appservice's own user (sender_localpart) is never enrolled; whoami with the as_token names it.
   let senderUserId: string | undefined
@@ -323,6 +329,7 @@ function composeSend(
     verifier?: ReturnType<typeof createPasswordVerifier>
     messaging: ReturnType<typeof composeMessaging>
     postgres?: SQL
+    databaseTimeoutMs?: number
     retryDelaysMs?: readonly number[]
     budgetMs?: number
   },
@@ -336,7 +343,7 @@ function composeSend(
       },
     }
   }
-  const outbox = deps.postgres ? postgresOutbox(deps.postgres) : openSqliteOutbox(config.dbPath, { inTurn: index.inTurn })
+  const outbox = deps.postgres ? bounded(postgresOutbox(deps.postgres), 'the database', deps.databaseTimeoutMs) : openSqliteOutbox(config.dbPath, { inTurn: index.inTurn })
   const service = createSendService({
     matrix: deps.matrix,
     index: createSendIndex({ index, matrix: deps.matrix, context, now: deps.now }),

@@ -109,7 +109,7 @@ export async function startHarness(options: HarnessOptions = {}) {
   })
   if (!result.ok) throw new Error(result.errors.join('\n'))
   // DATABASE_URL in env: the service on PostgreSQL (tests give it a schema of their own).
-  const pg = result.config.databaseUrl === undefined ? undefined : await openPostgres(result.config.databaseUrl)
+  const pg = result.config.databaseUrl === undefined ? undefined : await openPostgres(result.config.databaseUrl, { timeoutMs: options.compose?.databaseTimeoutMs })
   const service = compose(result.config, {
     store: pg?.store,
     postgres: pg?.sql,

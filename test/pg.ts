@@ -72,12 +72,15 @@ export function pgTestScope() {
 
 /**
  * A TCP relay in front of PostgreSQL that can be cut: the database "goes away" (every connection
- * closed, new ones refused at once) and comes back, without touching the real server.
+ * closed, new ones refused at once) and comes back, without touching the real server. Or frozen:
+ * connections stay open and nothing gets through either way (a network partition), until
+ * `restore` closes them.
  */
 export function startPgRelay(target: string) {
   const to = new URL(target)
   const pairs = new Set<{ client: Bun.Socket<any>; server?: Bun.Socket<any> }>()
   let up = true
+  let frozen = false
   const listener = Bun.listen<{ pair: { client: Bun.Socket<any>; server?: Bun.Socket<any>; pending: Uint8Array[] } }>({
     hostname: '127.0.0.1',
     port: 0,
@@ -95,7 +98,7 @@ export function startPgRelay(target: string) {
             hostname: to.hostname,
             port: Number(to.port || 5432),
             socket: {
-              data: (_s, chunk) => void client.write(chunk),
+              data: (_s, chunk) => void (frozen || client.write(chunk)),
               close: () => void client.end(),
               error: () => void client.end(),
             },
@@ -107,7 +110,7 @@ export function startPgRelay(target: string) {
       },
       data(client, chunk) {
         const pair = client.data?.pair
-        if (!pair) return
+        if (!pair || frozen) return
         if (pair.server) pair.server.write(chunk)
         else pair.pending.push(new Uint8Array(chunk))
       },
@@ -136,7 +139,13 @@ export function startPgRelay(target: string) {
       }
       pairs.clear()
     },
+    freeze() {
+      frozen = true
+    },
     restore() {
+      // What a frozen connection dropped leaves it out of step: it goes, and the client reconnects.
+      if (frozen) this.cut()
+      frozen = false
       up = true
     },
     stop() {

@@ -13,11 +13,13 @@ import type { SQL } from 'bun'
 import { LOCK_CLASS } from '../store/pg-migrations.ts'
 import type { IndexTx, MessageIndex, NewMessage, Room } from './index-store.ts'
 import { toDelivery, toJob, toMember, toMessage, toRoom, type Big, type DeliveryJoinRow, type JobRow, type MemberRow, type MessageRow, type RoomRow } from './index-rows.ts'
+import { TimeoutError } from '../timeout.ts'
 
 const MESSAGE_COLUMNS = 'e.ord, e.event_id, e.room_id, e.sender, e.ts, e.text, e.author_name, e.edit_of, e.redacted'
 
 /** Errors of the database or of the connection to it, as Bun.SQL raises them. */
-export const isPostgresFailure = (e: unknown) => String((e as { code?: unknown } | undefined)?.code ?? '').startsWith('ERR_POSTGRES')
+/** The database failed or did not answer in time (store/bounded.ts): never the event's fault. */
+export const isPostgresFailure = (e: unknown) => e instanceof TimeoutError || String((e as { code?: unknown } | undefined)?.code ?? '').startsWith('ERR_POSTGRES')
 
 /**
  * How long a write waits for the ingestion lock before it fails (a store failure: the transaction

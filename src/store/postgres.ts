@@ -10,12 +10,15 @@ import { redactPassword } from '../secrets.ts'
 import { LOCK_CLASS, migratePostgres } from './pg-migrations.ts'
 import { orUndefined, toDelivery, toJob, toRegistration, type DeliveryRow, type JobRow, type RegistrationRow } from './rows.ts'
 import { JOURNAL_ROWS_PER_ACCOUNT, type ChangeResult, type PusherJob, type PusherOp, type Registration, type SharedPusherLookup, type TokenStore } from './types.ts'
+import { bounded } from './bounded.ts'
 
 export interface PostgresOptions {
   /** Connections in the pool (default 10). */
   max?: number
   /** Seconds to wait for a connection to open (default 5). */
   connectionTimeoutS?: number
+  /** How long an operation of the store may take (store/bounded.ts; default DATABASE_TIMEOUT_MS). */
+  timeoutMs?: number
 }
 
 export const isPostgresUrl = (url: string) => /^postgres(ql)?:\/\//i.test(url)
@@ -62,7 +65,7 @@ export async function openPostgres(url: string, options: PostgresOptions = {}): 
     await sql.end().catch(() => {})
     throw e
   }
-  return { sql, store: createPostgresStore(sql) }
+  return { sql, store: bounded(createPostgresStore(sql), 'the database', options.timeoutMs) }
 }
 
 export const openPostgresStore = async (url: string, options: PostgresOptions = {}): Promise<TokenStore> => (await openPostgres(url, options)).store

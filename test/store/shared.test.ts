@@ -111,6 +111,28 @@ describe.skipIf(pgSkipped())('password guessing across instances', () => {
     relay.restore()
   })
 
+  test('a database that stops answering without closing (a partition): 503 in time on every route that needs it, then back by itself', async () => {
+    const s = await schema()
+    const relay = startPgRelay(s.url)
+    cleanups.push(() => relay.stop())
+    const h = await startHarness({ env: { AUTH_MODE: 'none', DATABASE_URL: relay.url(s.url) }, compose: { databaseTimeoutMs: 300 } })
+    cleanups.push(() => h.close())
+    const report = () => h.report({ selector: SELECTOR, token_msgs: TOKEN, app_id_msgs: APP_ID, username: '@alice:example.org' })
+    expect((await report()).status).toBe(200)
+    const notify = (id: string) => h.notify({ event_id: id, room_id: '!r:example.org', counts: { unread: 1 }, devices: [{ app_id: APP_ID, pushkey: TOKEN }] })
+    expect((await notify('$before')).status).toBe(200)
+    relay.freeze()
+    const started = performance.now()
+    const answers = await Promise.all([report(), notify('$frozen'), h.request('GET', '/ready')])
+    expect(answers.map((a) => a.status)).toEqual([503, 503, 503])
+    expect(performance.now() - started).toBeLessThan(5_000)
+    expect(h.logs.parsed().some((l) => /took longer than 300 ms/.test(String(l.err)))).toBe(true)
+    relay.restore()
+    await eventually(async () => (await h.request('GET', '/ready')).status === 200, 10_000)
+    expect((await notify('$after')).status).toBe(200)
+    expect(h.pnm.bodies().map((b) => b.Id)).toEqual(['$before', '$after'])
+  })
+
   test('guesses sent to both instances at once: no more than five reach the homeservers', async () => {
     const [a, b] = await twoInstances({ AUTH_MODE: 'matrix' })
     const results = await Promise.all(
