@@ -21,6 +21,7 @@ import { X509Certificate } from 'node:crypto'
 import { errorBody, metricsResponse } from './app.ts'
 import { unrecognized } from './errors.ts'
 import { redactUserinfo } from './secrets.ts'
+import { DATABASE_TIMEOUT_MS } from './store/bounded.ts'
 
 export const VERSION: string = pkg.version
 
@@ -120,7 +121,7 @@ export async function serve(config: Config): Promise<void> {
   process.umask(0o077)
   let database: Awaited<ReturnType<typeof openDatabase>>
   try {
-    database = await openDatabase(config, { busyTimeoutMs: SERVICE_BUSY_TIMEOUT_MS })
+    database = await openDatabase(config, { busyTimeoutMs: SERVICE_BUSY_TIMEOUT_MS, timeoutMs: DATABASE_TIMEOUT_MS })
   } catch (e) {
     console.error(`matrix2acrobits: cannot open the database ${storeName(config)}: ${describeStoreError(config, e)}`)
     process.exit(1)

@@ -11,6 +11,7 @@ import { loadConfig } from '../src/config.ts'
 import { openPostgres } from '../src/store/postgres.ts'
 import { startFakePnm } from './fakes/pnm.ts'
 import { startFakeSynapse, type FakeSynapseOptions } from './fakes/synapse.ts'
+import { DATABASE_TIMEOUT_MS } from '../src/store/bounded.ts'
 
 export const SELECTOR = '12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14'
 export const APP_ID = 'com.acrobits.softphone'
@@ -109,7 +110,7 @@ export async function startHarness(options: HarnessOptions = {}) {
   })
   if (!result.ok) throw new Error(result.errors.join('\n'))
   // DATABASE_URL in env: the service on PostgreSQL (tests give it a schema of their own).
-  const pg = result.config.databaseUrl === undefined ? undefined : await openPostgres(result.config.databaseUrl, { timeoutMs: options.compose?.databaseTimeoutMs })
+  const pg = result.config.databaseUrl === undefined ? undefined : await openPostgres(result.config.databaseUrl, { timeoutMs: options.compose?.databaseTimeoutMs ?? DATABASE_TIMEOUT_MS })
   const service = compose(result.config, {
     store: pg?.store,
     postgres: pg?.sql,

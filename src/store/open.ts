@@ -13,13 +13,20 @@ export async function openStore(config: Pick<Config, 'dbPath' | 'databaseUrl'>, 
   return (await openDatabase(config, sqlite)).store
 }
 
-/** The store, and on PostgreSQL the pool through which the instances share the rest. */
-export async function openDatabase(config: Pick<Config, 'dbPath' | 'databaseUrl'>, sqlite: { busyTimeoutMs?: number } = {}): Promise<{ store: TokenStore; postgres?: SQL }> {
+/**
+ * The store, and on PostgreSQL the pool through which the instances share the rest. `timeoutMs`
+ * bounds each operation on PostgreSQL (the service's, store/bounded.ts); the commands leave it
+ * unbounded (`tokens list` of a million accounts takes its time).
+ */
+export async function openDatabase(
+  config: Pick<Config, 'dbPath' | 'databaseUrl'>,
+  options: { busyTimeoutMs?: number; timeoutMs?: number } = {},
+): Promise<{ store: TokenStore; postgres?: SQL }> {
   if (config.databaseUrl !== undefined) {
-    const { sql, store } = await openPostgres(config.databaseUrl)
+    const { sql, store } = await openPostgres(config.databaseUrl, { timeoutMs: options.timeoutMs })
     return { store, postgres: sql }
   }
-  return { store: openSqliteStore(config.dbPath, sqlite) }
+  return { store: openSqliteStore(config.dbPath, { busyTimeoutMs: options.busyTimeoutMs }) }
 }
 
 /** The database as it may be printed: the SQLite path, or the URL without its password. */

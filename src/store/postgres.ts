@@ -17,7 +17,7 @@ export interface PostgresOptions {
   max?: number
   /** Seconds to wait for a connection to open (default 5). */
   connectionTimeoutS?: number
-  /** How long an operation of the store may take (store/bounded.ts; default DATABASE_TIMEOUT_MS). */
+  /** How long an operation of the store may take (store/bounded.ts); unbounded when not given. */
   timeoutMs?: number
 }
 
@@ -65,7 +65,8 @@ export async function openPostgres(url: string, options: PostgresOptions = {}): 
     await sql.end().catch(() => {})
     throw e
   }
-  return { sql, store: bounded(createPostgresStore(sql), 'the database', options.timeoutMs) }
+  const store = createPostgresStore(sql)
+  return { sql, store: options.timeoutMs === undefined ? store : bounded(store, 'the database', options.timeoutMs) }
 }
 
 export const openPostgresStore = async (url: string, options: PostgresOptions = {}): Promise<TokenStore> => (await openPostgres(url, options)).store
