@@ -494,14 +494,27 @@ export function missingFor(config: Config) {
   }
 }
 
+/** libpq's form for a Unix socket, an empty host after the user: postgres://user:pw@/db?host=/run/postgresql. */
+const SOCKET_FORM = /^(postgres(?:ql)?:\/\/[^/?#]*@)\//i
+
+/**
+ * DATABASE_URL as a URL. The WHATWG parser refuses an empty host after a user, which libpq (and
+ * Bun's client) read as "the socket named by `host=`": it is parsed with a stand-in host. Throws
+ * when it is not a URL at all.
+ */
+export function parsePostgresUrl(raw: string): URL {
+  return new URL(raw.replace(SOCKET_FORM, '$1localhost/'))
+}
+
 /** Why DATABASE_URL cannot be used, or undefined: only PostgreSQL is reached by URL. */
 export function databaseUrlProblem(raw: string): string | undefined {
   let url: URL
   try {
-    url = new URL(raw)
+    url = parsePostgresUrl(raw)
   } catch {
     return 'is not a URL (postgres://user:password@host:5432/database)'
   }
+  if (SOCKET_FORM.test(raw) && !url.searchParams.has('host')) return 'names no host (postgres://user:password@host:5432/database)'
   if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') return 'must start with postgres:// or postgresql:// (unset it to use the SQLite file PUSH_TOKEN_DB_PATH)'
   if (url.hostname === '' && !url.searchParams.has('host')) return 'names no host (postgres://user:password@host:5432/database)'
   return undefined

@@ -11,6 +11,7 @@ import { LOCK_CLASS, migratePostgres } from './pg-migrations.ts'
 import { orUndefined, toDelivery, toJob, toRegistration, type DeliveryRow, type JobRow, type RegistrationRow } from './rows.ts'
 import { JOURNAL_ROWS_PER_ACCOUNT, type ChangeResult, type PusherJob, type PusherOp, type Registration, type SharedPusherLookup, type TokenStore } from './types.ts'
 import { bounded } from './bounded.ts'
+import { parsePostgresUrl } from '../config.ts'
 
 export interface PostgresOptions {
   /** Connections in the pool (default 10). */
@@ -37,7 +38,7 @@ export function describePostgresError(url: string, e: unknown): string {
   const code = (e as { code?: unknown; errno?: unknown } | undefined)?.errno ?? (e as { code?: unknown } | undefined)?.code
   let password = ''
   try {
-    password = decodeURIComponent(new URL(url).password)
+    password = decodeURIComponent(parsePostgresUrl(url).password)
   } catch {
     // Not a URL: config.ts refused it already.
   }

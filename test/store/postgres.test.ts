@@ -42,6 +42,9 @@ describe.skipIf(pgSkipped())('PostgreSQL engine', () => {
     const message = describePostgresError(url, new Error('connect failed for postgres://app:s3cr@t-pw@db.example.org:5432/push using s3cr@t-pw'))
     expect(message).not.toContain('s3cr')
     expect(message).toContain('[REDACTED]')
+    // The Unix-socket form too, whose empty host a URL parser refuses.
+    const socket = describePostgresError('postgres://app:pl41n-pw@/push?host=/run/postgresql', new Error('auth failed: pl41n-pw'))
+    expect(socket).toBe('auth failed: [REDACTED]')
   })
 
   test('connection lost: reports, notifications and /ready answer 503; back by itself when the database returns', async () => {

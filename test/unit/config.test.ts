@@ -181,6 +181,9 @@ describe('DATABASE_URL', () => {
     expect(ok({ DATABASE_URL: 'postgres://app:pw@db:5432/push' }).databaseUrl).toBe('postgres://app:pw@db:5432/push')
     expect(ok({ DATABASE_URL: 'postgresql://app@db/push' }).databaseUrl).toBe('postgresql://app@db/push')
     expect(ok({ DATABASE_URL: '' }).databaseUrl).toBeUndefined()
+    // A Unix socket, as libpq writes it: an empty host after the user, the socket's folder in host=.
+    expect(ok({ DATABASE_URL: 'postgres://app:pw@/push?host=/run/postgresql' }).databaseUrl).toBe('postgres://app:pw@/push?host=/run/postgresql')
+    expect(ok({ DATABASE_URL: 'postgres:///push?host=/run/postgresql&user=app' }).databaseUrl).toBe('postgres:///push?host=/run/postgresql&user=app')
   })
 
   test('anything else is refused, the password replaced by [REDACTED]', () => {
@@ -191,5 +194,8 @@ describe('DATABASE_URL', () => {
       'DATABASE_URL: "postgres:///push?password=[REDACTED]" names no host (postgres://user:password@host:5432/database)',
     )
     expect(errors({ DATABASE_URL: 'db.example.org' })[0]).toContain('is not a URL')
+    expect(errors({ DATABASE_URL: 'postgres://app:hunter2@/push' })).toEqual([
+      'DATABASE_URL: "postgres://app:[REDACTED]@/push" names no host (postgres://user:password@host:5432/database)',
+    ])
   })
 })
