@@ -16,6 +16,21 @@ const bob = uid('bob')
 const PATH = '/api/client/send_message'
 const send = (user: string, to: string, body: string, more: Record<string, string> = {}) =>
   h.request('POST', PATH, { username: user, password: `${user}-password`, to, body, ...more })
+/** alice starts a direct chat with bob from Element and writes in it; the proxy has read it. */
+async function elementChat(text: string) {
+  const room = h.synapse.directChat(alice, bob)
+  h.synapse.sendText(alice, room, text)
+  await h.settle()
+  return room
+}
+/** carol makes a group named "alice", bob joins, carol writes in it; the proxy has read it. */
+async function groupCalledAlice(text: string) {
+  const room = h.synapse.rooms.createRoom(uid('carol'), { preset: 'private_chat', invite: [bob], name: 'alice' })
+  h.synapse.rooms.join(bob, room)
+  h.synapse.sendText(uid('carol'), room, text)
+  await h.settle()
+  return room
+}
 
 describe('send, fetch and push agree', () => {
   test('alice sends to bob (a phone user): one room, joined for bob, the same id in his fetch and push and in alice’s sent list', async () => {
@@ -81,9 +96,7 @@ describe('send, fetch and push agree', () => {
   test('a chat Element started is answered in that room; m.direct written by nobody is no obstacle', async () => {
     h = await startMessaging()
     await h.fetch('bob')
-    const room = h.synapse.directChat(alice, bob)
-    h.synapse.sendText(alice, room, 'from Element')
-    await h.settle()
+    const room = await elementChat('from Element')
     const reply = await send('bob', 'alice', 'from the phone')
     expect(reply.status).toBe(200)
     expect(h.synapse.rooms.findEvent(reply.json.sms_id)!.room_id).toBe(room)
@@ -126,14 +139,8 @@ describe('send, fetch and push agree', () => {
   test('a group named after a user the member chats with gets another address; a reply to that user goes to the direct chat', async () => {
     h = await startMessaging()
     await h.fetch('bob')
-    const direct = h.synapse.directChat(alice, bob)
-    h.synapse.sendText(alice, direct, 'just us')
-    await h.settle()
-    // Carol names a group "alice", with bob in it.
-    const group = h.synapse.rooms.createRoom(uid('carol'), { preset: 'private_chat', invite: [bob], name: 'alice' })
-    h.synapse.rooms.join(bob, group)
-    h.synapse.sendText(uid('carol'), group, 'reply here, bob')
-    await h.settle()
+    const direct = await elementChat('just us')
+    const group = await groupCalledAlice('reply here, bob')
     const items = (await h.fetch('bob')).json.received_smss
     expect(items.map((i: { stream_id: string; sms_text: string }) => [i.stream_id, i.sms_text])).toEqual([
       ['alice', 'just us'],
@@ -149,14 +156,9 @@ describe('send, fetch and push agree', () => {
   test('a group that got a user\'s address before the direct chat existed: a reply to that user still goes to the direct chat', async () => {
     h = await startMessaging()
     await h.fetch('bob')
-    const group = h.synapse.rooms.createRoom(uid('carol'), { preset: 'private_chat', invite: [bob], name: 'alice' })
-    h.synapse.rooms.join(bob, group)
-    h.synapse.sendText(uid('carol'), group, 'a group called alice')
-    await h.settle()
+    await groupCalledAlice('a group called alice')
     expect((await h.fetch('bob')).json.received_smss.map((i: { stream_id: string }) => i.stream_id)).toEqual(['alice'])
-    const direct = h.synapse.directChat(alice, bob)
-    h.synapse.sendText(alice, direct, 'now a direct chat')
-    await h.settle()
+    const direct = await elementChat('now a direct chat')
     const reply = await send('bob', 'alice', 'to alice')
     expect(reply.status).toBe(200)
     expect(h.synapse.rooms.findEvent(reply.json.sms_id)!.room_id).toBe(direct)

@@ -1,16 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { normalizeReport, parseReportBody } from '../../src/report/parse.ts'
-import { AppError } from '../../src/errors.ts'
-
-const refusal = (fn: () => unknown) => {
-  try {
-    fn()
-  } catch (e) {
-    if (e instanceof AppError) return { status: e.status, errcode: e.errcode, message: e.message }
-    throw e
-  }
-  throw new Error('expected a refusal')
-}
+import { refusal } from './refusal.ts'
 
 describe('parseReportBody', () => {
   test('JSON by content type', () => {
